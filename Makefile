@@ -1,0 +1,34 @@
+# Stempel: `make demo` runs a hub and a simulated kiosk; `make test` runs the tests.
+# Each target installs what it needs: Debian packages, a .venv, the package itself.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+READY  := $(VENV)/.stempel-installed
+
+.PHONY: demo test bench system-deps clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(READY): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+system-deps:
+	@scripts/system-deps.sh
+
+install: system-deps $(READY)
+
+demo: system-deps $(READY)
+	$(PY) -m cloud.demo
+
+test: system-deps $(READY)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: system-deps $(READY)
+	$(PY) bench/scan_pipeline.py
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

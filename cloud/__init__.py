@@ -1,0 +1,1 @@
+"""Stempel hub: keys and passes, ledger, fleet, dashboard. Imports kiosk.protocol, never the reverse."""

@@ -1,0 +1,154 @@
+"""Where a scan becomes a stamp.
+
+``Kiosk.handle_frame`` runs one camera frame through every stage:
+decoder → pass verifier → counter session → rules engine → ledger → feedback.
+``Kiosk.press_button`` is the staff button: redeem for the member at the counter.
+Each stage is a small object passed in, so tests replace any of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+from kiosk.clock import Clock
+from kiosk.display import screens
+from kiosk.errors import DecoderError
+from kiosk.hardware.camera import Frame
+from kiosk.hardware.decoder import Decoder
+from kiosk.hardware.panel import FrontPanel, Signal
+from kiosk.ledger import Ledger
+from kiosk.protocol.passes import PassRejected, PassVerifier, Reason
+from kiosk.rules import Decision, Feedback, Outcome, Redeem, StampCard, Visit, evaluate
+from kiosk.session import CounterSession
+
+log = logging.getLogger(__name__)
+
+NO_CODE = "no_code"
+REJECTED = "rejected"
+
+
+@dataclass
+class ScanResult:
+    """What happened to one frame or button press; the CLI prints it as JSON."""
+
+    image: str
+    outcome: str
+    reason: str | None = None
+    member: str | None = None
+    balance: int | None = None
+    goal: int | None = None
+    reward: str | None = None
+    event_ids: list[str] = field(default_factory=list)
+    decode_ms: float = 0.0
+    total_ms: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Kiosk:
+    """The scan pipeline and the button, wired to a ledger, a display and a front panel."""
+
+    def __init__(self, *, shop_name: str, decoder: Decoder, verifier: PassVerifier, program: StampCard,
+                 ledger: Ledger, session: CounterSession, clock: Clock, boot: str,
+                 display=None, panel: FrontPanel | None = None) -> None:
+        self.shop_name = shop_name
+        self.decoder = decoder
+        self.verifier = verifier
+        self.program = program
+        self.ledger = ledger
+        self.session = session
+        self.clock = clock
+        self.boot = boot
+        self.display = display
+        self.panel = panel
+        self.last_screen: screens.Screen = screens.Idle(shop_name)
+
+    def show_idle(self) -> None:
+        self._show(screens.Idle(self.shop_name), None)
+
+    def decode(self, frame: Frame) -> list[bytes]:
+        """The codes in view; a decoder failure counts as 'no code' and is logged."""
+        try:
+            return self.decoder.decode(frame.pixels)
+        except DecoderError as exc:
+            log.warning("scan.decoder_failed", extra={"source": frame.source, "error": str(exc)})
+            return []
+
+    def handle_frame(self, frame: Frame) -> ScanResult:
+        """Decode, verify, decide, commit, then show. Never raises for bad codes."""
+        started = time.perf_counter()
+        texts = self.decode(frame)
+        return self.handle_codes(frame.source, texts, started, time.perf_counter())
+
+    def handle_codes(self, source: str, texts: list[bytes], started: float, decoded: float) -> ScanResult:
+        """Everything after the decoder; *started*/*decoded* are perf_counter stamps for timing."""
+        result = self._handle_texts(source, texts)
+        result.decode_ms = round((decoded - started) * 1000, 3)
+        result.total_ms = round((time.perf_counter() - started) * 1000, 3)
+        return result
+
+    def _handle_texts(self, source: str, texts: list[bytes]) -> ScanResult:
+        if not texts:
+            return ScanResult(source, NO_CODE)
+        distinct = set(texts)
+        try:
+            if len(distinct) > 1:
+                raise PassRejected(Reason.MULTIPLE_CODES, f"{len(distinct)} different codes in view")
+            claims = self.verifier.verify(texts[0])
+        except PassRejected as rejected:
+            return self._reject(source, rejected, texts)
+        self.session.open(claims.member)
+        state = self.ledger.member_state(claims.member)
+        decision = evaluate(state, Visit(claims.member), self.clock.now(), self.program)
+        return self._commit_and_show(source, decision)
+
+    def press_button(self) -> ScanResult:
+        """The staff button: redeem the ready reward of the member at the counter."""
+        member = self.session.member()
+        if member is None:
+            feedback = Feedback(Outcome.NOTHING_TO_REDEEM, "", 0, self.program.goal)
+            return self._commit_and_show("button", Decision((), feedback), reason="no_customer")
+        decision = evaluate(self.ledger.member_state(member), Redeem(member), self.clock.now(), self.program)
+        reason = None if decision.entries else "no_reward_ready"
+        return self._commit_and_show("button", decision, reason=reason)
+
+    def _reject(self, source: str, rejected: PassRejected, texts: list[bytes]) -> ScanResult:
+        detail = {"detail": rejected.detail, "codes": len(texts), "preview": texts[0][:48].decode("latin-1")}
+        event = self.ledger.reject(rejected.reason, detail, self.clock.now(), self.clock.monotonic(), self.boot)
+        log.info("scan.rejected", extra={"reason": rejected.reason, "source": source})
+        self._show(screens.Rejected(rejected.reason), Signal.REJECTED)
+        return ScanResult(source, REJECTED, reason=rejected.reason, event_ids=[event.event_id])
+
+    def _commit_and_show(self, source: str, decision: Decision, reason: str | None = None) -> ScanResult:
+        events = []
+        if decision.entries:  # committed (fsync'd) before the customer sees anything
+            events = self.ledger.append(decision.entries, self.clock.now(), self.clock.monotonic(), self.boot)
+        fb = decision.feedback
+        self._show(*_presentation(fb, self.program))
+        return ScanResult(source, fb.outcome.value, reason=reason, member=fb.member or None, balance=fb.stamps,
+                          goal=fb.goal, reward=fb.reward, event_ids=[e.event_id for e in events])
+
+    def _show(self, screen: screens.Screen, signal: Signal | None) -> None:
+        self.last_screen = screen
+        if self.display is not None:
+            screens.show(self.display, screen)
+        if self.panel is not None and signal is not None:
+            self.panel.signal(signal)
+
+
+def _presentation(fb: Feedback, program: StampCard) -> tuple[screens.Screen, Signal]:
+    """Map engine feedback to a screen and a panel signal."""
+    match fb.outcome:
+        case Outcome.STAMPED:
+            return screens.Stamped(fb.stamps, fb.goal), Signal.STAMPED
+        case Outcome.REWARD_READY:
+            return screens.RewardReady(program.reward_name, fb.stamps, fb.goal), Signal.REWARD_READY
+        case Outcome.ALREADY_STAMPED:
+            return screens.AlreadyStamped(fb.stamps, fb.goal, fb.minutes_left), Signal.ALREADY_STAMPED
+        case Outcome.REDEEMED:
+            return screens.Redeemed(program.reward_name, fb.stamps), Signal.REDEEMED
+        case _:
+            return screens.NothingToRedeem(), Signal.NOTHING_TO_REDEEM

@@ -1,0 +1,140 @@
+"""``stempel-kiosk``: decode images, run images through the pipeline, run live, redeem."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from kiosk import logs
+from kiosk.app import NO_CODE, ScanResult
+from kiosk.config import KioskConfig, load_config
+from kiosk.errors import StempelError, UnreadableImage
+from kiosk.hardware.camera import Frame, load_image, open_camera
+from kiosk.hardware.decoder import open_decoder
+
+_config_opt = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                           envvar="STEMPEL_CONFIG", help="kiosk.toml [/etc/stempel/kiosk.toml]")
+_data_opt = click.option("--data-dir", type=click.Path(file_okay=False), help="Ledger and keys folder.")
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """Stempel kiosk: the countertop loyalty scanner."""
+    logs.setup(verbose)
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--decoder", "decoder_kind", default="pyzbar", show_default=True, type=click.Choice(["pyzbar", "zxing"]))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
+def decode(images: tuple[str, ...], decoder_kind: str, as_json: bool) -> None:
+    """Print the QR texts found in each image."""
+    decoder = _guard(lambda: open_decoder(decoder_kind))
+    failed = False
+    for image in images:
+        try:
+            texts = [t.decode("utf-8", "replace") for t in decoder.decode(load_image(image))]
+            error = None
+        except UnreadableImage as exc:
+            texts, error, failed = [], str(exc), True
+        if as_json:
+            click.echo(json.dumps({"image": image, "codes": texts, "error": error}))
+        elif error:
+            click.echo(f"{image}: error: {error}", err=True)
+        else:
+            click.echo(f"{image}: " + (" | ".join(texts) if texts else "(no code)"))
+    sys.exit(1 if failed else 0)
+
+
+@main.command("scan-image")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@_config_opt
+@_data_opt
+@click.option("--display-out", type=click.Path(file_okay=False), help="Write the screen after each image as PNG here.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image (the default output is text).")
+def scan_image(images, config_path, data_dir, display_out, as_json) -> None:
+    """Run each image through decode → verify → rules → ledger → feedback."""
+    config = _load(config_path, data_dir)
+    from kiosk.wiring import build_kiosk
+
+    kiosk = _guard(lambda: build_kiosk(config, with_panel=False))
+    out_dir = Path(display_out) if display_out else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(images, 1):
+        try:
+            result = kiosk.handle_frame(Frame(load_image(image), source=image))
+        except UnreadableImage:
+            result = ScanResult(image, NO_CODE, reason="unreadable_image")
+        if out_dir:
+            kiosk.display.image.save(out_dir / f"{index:03d}-{Path(image).stem}.png")
+        _print(result, as_json)
+        sys.stdout.flush()
+
+
+@main.command()
+@_config_opt
+@_data_opt
+@click.option("--simulate", is_flag=True, help="Simulated hardware (same as STEMPEL_HARDWARE=sim).")
+@click.option("--replay", "replay_dir", type=click.Path(file_okay=False), help="Replay camera images from a folder.")
+@click.option("--json", "as_json", is_flag=True)
+def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
+    """Run the live loop: camera, display, LED, buzzer and the staff button."""
+    from kiosk.loop import run as run_loop
+    from kiosk.wiring import build_kiosk
+
+    overrides = {"hardware__backend": "sim" if simulate else None, "hardware__replay_dir": replay_dir}
+    config = _load(config_path, data_dir, **overrides)
+    hw = config.hardware
+    kiosk = _guard(lambda: build_kiosk(config))
+    replay = sorted(Path(hw.replay_dir).glob("*.png")) if hw.replay_dir else []
+    camera = _guard(lambda: open_camera(hw.camera_kind(), replay))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"kiosk {config.kiosk.id} running ({hw.backend}, camera {hw.camera_kind()}); Ctrl-C stops", err=True)
+    run_loop(kiosk, camera, stop, on_result=lambda r: _print(r, as_json))
+    camera.close()
+
+
+@main.command()
+@_config_opt
+@_data_opt
+@click.option("--json", "as_json", is_flag=True)
+def redeem(config_path, data_dir, as_json) -> None:
+    """Press the staff button: redeem the ready reward of the customer at the counter."""
+    from kiosk.wiring import build_kiosk
+
+    config = _load(config_path, data_dir)
+    kiosk = _guard(lambda: build_kiosk(config, with_panel=False))
+    _print(kiosk.press_button(), as_json)
+
+
+def _load(config_path, data_dir, **overrides) -> KioskConfig:
+    return _guard(lambda: load_config(config_path, kiosk__data_dir=data_dir, **overrides))
+
+
+def _print(result: ScanResult, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+        return
+    parts = [f"{result.image}: {result.outcome}"]
+    if result.member:
+        parts.append(f"member {result.member} {result.balance}/{result.goal}")
+    if result.reason:
+        parts.append(f"({result.reason})")
+    click.echo(" ".join(parts))
+
+
+def _guard(fn):
+    try:
+        return fn()
+    except StempelError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)

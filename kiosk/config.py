@@ -1,0 +1,121 @@
+"""Kiosk configuration: one typed document, loaded from TOML plus ``STEMPEL_*`` variables.
+
+Nothing is read at import time; ``load_config`` is the only door. Errors name the field
+and the fix. The same schema will arrive over MQTT as ``config/desired``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kiosk.errors import ConfigError
+from kiosk.protocol.ids import check_id
+from kiosk.rules.program import StampCard
+
+DEFAULT_PATH = Path("/etc/stempel/kiosk.toml")
+DEFAULT_DATA_DIR = Path("/var/lib/stempel")
+
+
+class KioskSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = "kiosk-1"
+    merchant: str | None = Field(None, description="defaults to the merchant of the keys file")
+    shop_name: str = "Stempel"
+    data_dir: Path = DEFAULT_DATA_DIR
+    keys_file: Path | None = Field(None, description="defaults to <data_dir>/keys.json")
+    counter_seconds: float = Field(30, gt=0, le=600)
+
+    @field_validator("id", "merchant")
+    @classmethod
+    def _ids(cls, value: str | None) -> str | None:
+        return None if value is None else check_id(value, "id")
+
+
+class HardwareSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    backend: Literal["pi", "sim"] = "sim"
+    camera: Literal["auto", "picamera2", "opencv", "replay", "virtual"] = "auto"
+    decoder: Literal["pyzbar", "zxing"] = "pyzbar"
+    display: Literal["auto", "ssd1306", "sh1106", "dummy"] = "auto"
+    replay_dir: Path | None = None
+    led_pin: int = Field(17, ge=0, le=27)
+    buzzer_pin: int = Field(27, ge=0, le=27)
+    button_pin: int = Field(22, ge=0, le=27)
+    i2c_port: int = Field(1, ge=0)
+    i2c_address: int = Field(0x3C, ge=0x03, le=0x77)
+
+    def camera_kind(self) -> str:
+        if self.camera != "auto":
+            return self.camera
+        return "picamera2" if self.backend == "pi" else ("replay" if self.replay_dir else "virtual")
+
+    def display_kind(self) -> str:
+        if self.display != "auto":
+            return self.display
+        return "ssd1306" if self.backend == "pi" else "dummy"
+
+
+class KioskConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kiosk: KioskSection = KioskSection()
+    hardware: HardwareSection = HardwareSection()
+    program: StampCard = StampCard()
+
+    def keys_path(self) -> Path:
+        return self.kiosk.keys_file or self.kiosk.data_dir / "keys.json"
+
+
+def _explain(exc: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        hint = "remove it or check its spelling" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{source}: [{where}] {hint}")
+    return ConfigError("\n".join(lines))
+
+
+def load_config(path: Path | str | None = None, env: dict[str, str] | None = None, **overrides) -> KioskConfig:
+    """Load the kiosk config from *path* (or ``STEMPEL_CONFIG``, or the default if present).
+
+    ``STEMPEL_HARDWARE`` (pi|sim) and ``STEMPEL_DATA_DIR`` override the file; keyword
+    *overrides* (from the command line) override both. Raises ConfigError.
+    """
+    env = os.environ if env is None else env
+    chosen = Path(path) if path else Path(env["STEMPEL_CONFIG"]) if env.get("STEMPEL_CONFIG") else None
+    raw: dict = {}
+    source = "defaults"
+    if chosen is None and DEFAULT_PATH.exists():
+        chosen = DEFAULT_PATH
+    if chosen is not None:
+        source = str(chosen)
+        try:
+            raw = tomllib.loads(chosen.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{chosen}: no such config file (pass --config or set STEMPEL_CONFIG)") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{chosen}: not valid TOML: {exc}") from exc
+    if env.get("STEMPEL_HARDWARE"):
+        raw.setdefault("hardware", {})["backend"] = env["STEMPEL_HARDWARE"]
+    if env.get("STEMPEL_DATA_DIR"):
+        raw.setdefault("kiosk", {})["data_dir"] = env["STEMPEL_DATA_DIR"]
+    for dotted, value in overrides.items():
+        if value is not None:
+            section, key = dotted.split("__")
+            raw.setdefault(section, {})[key] = value
+    try:
+        config = KioskConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(exc, source) from exc
+    if chosen is not None:  # relative paths in a file are relative to that file
+        base = chosen.parent
+        kiosk = config.kiosk
+        if not kiosk.data_dir.is_absolute() and overrides.get("kiosk__data_dir") is None:
+            kiosk.data_dir = base / kiosk.data_dir
+        if kiosk.keys_file and not kiosk.keys_file.is_absolute():
+            kiosk.keys_file = base / kiosk.keys_file
+    return config

@@ -1,0 +1,49 @@
+"""One error tree for Stempel; each class also inherits the fitting builtin.
+
+Vendor errors (sqlite3, zbar, luma, gpiozero) are translated into these at the
+boundary, with a message that tells the user what to do.
+"""
+
+
+class StempelError(Exception):
+    """Base of every error Stempel raises on purpose."""
+
+
+class ConfigError(StempelError, ValueError):
+    """A configuration file or message is invalid; the message names the field and the fix."""
+
+
+class HardwareError(StempelError, RuntimeError):
+    """A hardware backend could not be opened or used."""
+
+
+class BackendUnavailable(HardwareError, ImportError):
+    """The configured backend needs a library that is not installed."""
+
+
+class CameraError(HardwareError):
+    """The camera could not deliver a frame."""
+
+
+class CameraExhausted(CameraError, StopIteration):
+    """A replay camera has no frames left."""
+
+
+class UnreadableImage(CameraError, OSError):
+    """An image file could not be read as a picture."""
+
+
+class DecoderError(HardwareError):
+    """The QR decoder failed in a way that is not 'no code in view'."""
+
+
+class PassError(StempelError, ValueError):
+    """A pass could not be issued or verified."""
+
+
+class KeyStoreError(StempelError, OSError):
+    """Signing or verification keys are missing or unreadable."""
+
+
+class LedgerError(StempelError, OSError):
+    """The kiosk ledger could not be opened or written."""

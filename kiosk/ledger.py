@@ -1,0 +1,146 @@
+"""The kiosk ledger: append-only events in SQLite (WAL, synchronous=FULL).
+
+Every event gets a UUIDv7 ``event_id`` and a per-kiosk ``kiosk_seq``; balances are folded
+from events, never stored. ``append`` returns only after the commit is on disk, so the
+kiosk shows feedback only for events that survive a power cut.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from kiosk.errors import LedgerError
+from kiosk.protocol.ids import new_event_id
+from kiosk.rules.engine import Entry, MemberState, fold
+
+SCAN_REJECTED = "scan_rejected"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    kiosk_seq   INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id    TEXT NOT NULL UNIQUE,
+    kind        TEXT NOT NULL,
+    member      TEXT,
+    delta       INTEGER NOT NULL DEFAULT 0,
+    rule        TEXT,
+    reward      TEXT,
+    reason      TEXT,
+    detail      TEXT,
+    occurred_at TEXT NOT NULL,
+    mono_ns     INTEGER NOT NULL,
+    boot_id     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_member ON events (member, kiosk_seq);
+CREATE TABLE IF NOT EXISTS counter_session (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    member      TEXT NOT NULL,
+    boot_id     TEXT NOT NULL,
+    expires_mono REAL NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+"""
+
+
+@dataclass(frozen=True)
+class Event:
+    """A committed ledger row."""
+
+    kiosk_seq: int
+    event_id: str
+    kind: str
+    member: str | None
+    delta: int
+    rule: str | None
+    reward: str | None
+    reason: str | None
+    detail: dict
+    occurred_at: datetime
+    mono_ns: int
+    boot_id: str
+
+
+class Ledger:
+    """One SQLite file per kiosk; one writer (the kiosk loop), any number of readers."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open the ledger at {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def append(self, entries: Sequence[Entry], at: datetime, mono: float, boot: str) -> list[Event]:
+        """Write earning/redeeming entries in one transaction; return them as committed events."""
+        rows = [(e.kind, e.member, e.delta, e.rule, e.reward, None, {}) for e in entries]
+        return self._insert(rows, at, mono, boot)
+
+    def reject(self, reason: str, detail: dict, at: datetime, mono: float, boot: str, member: str | None = None) -> Event:
+        """Record a ``scan_rejected`` event (a bad code was shown)."""
+        return self._insert([(SCAN_REJECTED, member, 0, None, None, reason, detail)], at, mono, boot)[0]
+
+    def _insert(self, rows: list[tuple], at: datetime, mono: float, boot: str) -> list[Event]:
+        out: list[Event] = []
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for kind, member, delta, rule, reward, reason, detail in rows:
+                event_id = new_event_id()
+                cur = self._db.execute(
+                    "INSERT INTO events (event_id, kind, member, delta, rule, reward, reason, detail,"
+                    " occurred_at, mono_ns, boot_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (event_id, kind, member, delta, rule, reward, reason, json.dumps(detail),
+                     at.isoformat(), int(mono * 1e9), boot),
+                )
+                out.append(Event(cur.lastrowid, event_id, kind, member, delta, rule, reward, reason,
+                                 detail, at, int(mono * 1e9), boot))
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise LedgerError(f"could not write to the ledger at {self.path}: {exc}") from exc
+        return out
+
+    def member_state(self, member: str) -> MemberState:
+        """Fold the member's events into the state the rules engine needs."""
+        rows = self._db.execute(
+            "SELECT kind, delta, occurred_at FROM events WHERE member = ? ORDER BY kiosk_seq", (member,)
+        )
+        return fold(member, ((k, d, datetime.fromisoformat(t)) for k, d, t in rows))
+
+    def events(self, member: str | None = None) -> list[Event]:
+        """All events (or one member's), oldest first."""
+        sql, args = "SELECT * FROM events ORDER BY kiosk_seq", ()
+        if member is not None:
+            sql, args = "SELECT * FROM events WHERE member = ? ORDER BY kiosk_seq", (member,)
+        return [
+            Event(seq, eid, kind, mem, delta, rule, reward, reason, json.loads(detail or "{}"),
+                  datetime.fromisoformat(at), mono, boot)
+            for seq, eid, kind, mem, delta, rule, reward, reason, detail, at, mono, boot
+            in self._db.execute(sql, args)
+        ]
+
+    # The counter session lives here so that `stempel-kiosk redeem` in another process sees it.
+    def open_session(self, member: str, boot: str, expires_mono: float) -> None:
+        self._db.execute(
+            "INSERT INTO counter_session (id, member, boot_id, expires_mono) VALUES (1, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET member = excluded.member, boot_id = excluded.boot_id,"
+            " expires_mono = excluded.expires_mono",
+            (member, boot, expires_mono),
+        )
+
+    def session(self) -> tuple[str, str, float] | None:
+        return self._db.execute("SELECT member, boot_id, expires_mono FROM counter_session").fetchone()

@@ -1,0 +1,73 @@
+"""The live loop: frames from the camera, presses from the button, one thread doing the work."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+from kiosk.app import Kiosk, ScanResult
+from kiosk.errors import CameraError, CameraExhausted, UnreadableImage
+from kiosk.hardware.camera import Camera
+
+log = logging.getLogger(__name__)
+
+
+class Debouncer:
+    """Ignores the same code while it stays in view, so one hold is one scan."""
+
+    def __init__(self, hold_seconds: float = 3.0) -> None:
+        self.hold = hold_seconds
+        self._last: tuple[tuple[str, ...], float] | None = None
+
+    def fresh(self, key: tuple[str, ...], now: float) -> bool:
+        if self._last and self._last[0] == key and now - self._last[1] < self.hold:
+            self._last = (key, now)
+            return False
+        self._last = (key, now)
+        return True
+
+
+def run(kiosk: Kiosk, camera: Camera, stop: threading.Event, on_result=lambda r: None,
+        idle_after: float = 5.0) -> None:
+    """Run until *stop* is set or a replay camera runs out; every result goes to *on_result*."""
+    presses: queue.SimpleQueue[None] = queue.SimpleQueue()
+    if kiosk.panel is not None:
+        kiosk.panel.on_press(lambda: presses.put(None))
+    debounce = Debouncer()
+    last_activity = time.monotonic()
+    kiosk.show_idle()
+    while not stop.is_set():
+        while not presses.empty():
+            presses.get()
+            on_result(kiosk.press_button())
+            last_activity = time.monotonic()
+        try:
+            frame = camera.capture(timeout=0.05)
+        except CameraExhausted:
+            break
+        except UnreadableImage as exc:
+            log.warning("camera.unreadable", extra={"error": str(exc)})
+            continue
+        except CameraError as exc:
+            log.error("camera.failed", extra={"error": str(exc)})
+            time.sleep(1.0)
+            continue
+        if frame is None:
+            if time.monotonic() - last_activity > idle_after:
+                kiosk.show_idle()
+                last_activity = float("inf")
+            continue
+        result = _scan(kiosk, frame, debounce)
+        if result is not None:
+            on_result(result)
+            last_activity = time.monotonic()
+
+
+def _scan(kiosk: Kiosk, frame, debounce: Debouncer) -> ScanResult | None:
+    started = time.perf_counter()
+    texts = kiosk.decode(frame)
+    if not texts or not debounce.fresh(tuple(sorted(t.hex() for t in texts)), time.monotonic()):
+        return None
+    return kiosk.handle_codes(frame.source, texts, started, time.perf_counter())

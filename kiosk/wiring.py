@@ -1,0 +1,63 @@
+"""Build a Kiosk from configuration: the one place that chooses backends."""
+
+from __future__ import annotations
+
+from kiosk.app import Kiosk
+from kiosk.clock import Clock, SystemClock, boot_id
+from kiosk.config import KioskConfig
+from kiosk.display.device import open_display
+from kiosk.errors import ConfigError
+from kiosk.hardware.decoder import open_decoder
+from kiosk.hardware.panel import FrontPanel, make_pin_factory
+from kiosk.ledger import Ledger
+from kiosk.protocol.passes import KeyRing, PassVerifier
+from kiosk.session import CounterSession
+
+
+def load_keyring(config: KioskConfig) -> KeyRing:
+    path = config.keys_path()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no keys file; copy the output of `stempel-hub export-keys` there "
+            "or set [kiosk] keys_file"
+        ) from None
+    return KeyRing.from_json(text)
+
+
+def merchant_of(config: KioskConfig, keys_text: str | None = None) -> str:
+    """The configured merchant, else the one named by the keys file."""
+    if config.kiosk.merchant:
+        return config.kiosk.merchant
+    from kiosk.protocol.passes import KeysDocument
+
+    return KeysDocument.model_validate_json(keys_text or config.keys_path().read_text()).merchant
+
+
+def ledger_path(config: KioskConfig):
+    return config.kiosk.data_dir / "ledger.sqlite3"
+
+
+def build_kiosk(config: KioskConfig, *, clock: Clock | None = None, with_panel: bool = True) -> Kiosk:
+    """Open every stage the config names; raises ConfigError / HardwareError with a fix."""
+    clock = clock or SystemClock()
+    keyring = load_keyring(config)
+    hw = config.hardware
+    ledger = Ledger(ledger_path(config))
+    boot = boot_id()
+    panel = None
+    if with_panel:
+        panel = FrontPanel(hw.led_pin, hw.buzzer_pin, hw.button_pin, pin_factory=make_pin_factory(hw.backend))
+    return Kiosk(
+        shop_name=config.kiosk.shop_name,
+        decoder=open_decoder(hw.decoder),
+        verifier=PassVerifier(merchant_of(config), keyring),
+        program=config.program,
+        ledger=ledger,
+        session=CounterSession(ledger, clock, config.kiosk.counter_seconds, boot),
+        clock=clock,
+        boot=boot,
+        display=open_display(hw.display_kind(), hw.i2c_port, hw.i2c_address),
+        panel=panel,
+    )

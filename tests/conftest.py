@@ -1,0 +1,75 @@
+"""Shared fixtures: a hub with a merchant, its passes, and a simulated kiosk on fakes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cloud.keys import KeyStore
+from cloud.passes import export_keys, init_merchant, issue_pass
+from cloud.store import default_url, open_store
+from kiosk.clock import FakeClock
+from kiosk.config import load_config
+from kiosk.wiring import build_kiosk
+
+MERCHANT = "cafe-rosa"
+START = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)  # a Monday
+
+
+@dataclass
+class Hub:
+    data_dir: Path
+    engine: object
+    keys: KeyStore
+
+    def init(self, merchant: str, name: str = "Shop") -> None:
+        init_merchant(self.engine, self.keys, merchant, name, "https://stempel.example")
+
+    def issue(self, name: str, merchant: str = MERCHANT, out: Path | None = None):
+        out = out or self.data_dir / f"{merchant}-{name}.png"
+        return issue_pass(self.engine, self.keys, merchant, name, out)
+
+    def export(self, merchant: str, dest: Path) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(export_keys(self.engine, merchant).to_json())
+        return dest
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Hub:
+    data = tmp_path / "hub"
+    data.mkdir()
+    hub = Hub(data, open_store(default_url(data)), KeyStore(data))
+    hub.init(MERCHANT, "Cafe Rosa")
+    yield hub
+    hub.engine.dispose()
+
+
+@pytest.fixture
+def kiosk_dir(hub: Hub, tmp_path: Path) -> Path:
+    data = tmp_path / "kiosk"
+    hub.export(MERCHANT, data / "keys.json")
+    return data
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+@pytest.fixture
+def kiosk(kiosk_dir: Path, clock: FakeClock):
+    config = load_config(None, env={}, kiosk__data_dir=str(kiosk_dir), kiosk__shop_name="Cafe Rosa")
+    k = build_kiosk(config, clock=clock)
+    yield k
+    k.panel.close()
+    k.ledger.close()
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20261124)

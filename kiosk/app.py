@@ -65,6 +65,7 @@ class Kiosk:
         self.display = display
         self.panel = panel
         self.last_screen: screens.Screen = screens.Idle(shop_name)
+        self.last_signal: Signal | None = None
 
     def show_idle(self) -> None:
         self._show(screens.Idle(self.shop_name), None)
@@ -133,6 +134,7 @@ class Kiosk:
 
     def _show(self, screen: screens.Screen, signal: Signal | None) -> None:
         self.last_screen = screen
+        self.last_signal = signal or self.last_signal
         if self.display is not None:
             screens.show(self.display, screen)
         if self.panel is not None and signal is not None:

@@ -33,14 +33,18 @@ class Pattern:
     off: float
     n: int
 
+    @property
+    def seconds(self) -> float:
+        return self.n * (self.on + self.off)
+
 
 LED_PATTERNS: dict[Signal, Pattern] = {
     Signal.STAMPED: Pattern(0.4, 0.1, 1),
     Signal.REWARD_READY: Pattern(0.15, 0.15, 5),
     Signal.ALREADY_STAMPED: Pattern(0.1, 0.1, 2),
     Signal.REDEEMED: Pattern(0.8, 0.1, 1),
-    Signal.REJECTED: Pattern(0.05, 0.05, 6),
-    Signal.NOTHING_TO_REDEEM: Pattern(0.1, 0.3, 3),
+    Signal.REJECTED: Pattern(0.05, 0.05, 8),
+    Signal.NOTHING_TO_REDEEM: Pattern(0.1, 0.3, 4),
 }
 BUZZER_PATTERNS: dict[Signal, Pattern] = {
     Signal.STAMPED: Pattern(0.08, 0.05, 1),
@@ -84,11 +88,16 @@ class FrontPanel:
         """Call *callback* (in gpiozero's thread) when staff press the button."""
         self.button.when_pressed = lambda: callback()
 
-    def signal(self, signal: Signal) -> None:
-        """Play the LED and buzzer pattern for *signal* in the background."""
+    def signal(self, signal: Signal, wait: bool = False) -> None:
+        """Play the LED and buzzer pattern for *signal*; in the background unless *wait*.
+
+        ``wait=True`` is for one-shot processes (``stempel-kiosk redeem``) that must not
+        exit before the beep has finished.
+        """
         led, beep = LED_PATTERNS[signal], BUZZER_PATTERNS[signal]
-        self.led.blink(on_time=led.on, off_time=led.off, n=led.n, background=True)
+        # Every LED pattern lasts at least as long as its beep, so waiting for the LED is enough.
         self.buzzer.beep(on_time=beep.on, off_time=beep.off, n=beep.n, background=True)
+        self.led.blink(on_time=led.on, off_time=led.off, n=led.n, background=not wait)
 
     def close(self) -> None:
         for device in (self.button, self.buzzer, self.led):

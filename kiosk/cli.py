@@ -67,6 +67,7 @@ def scan_image(images, config_path, data_dir, display_out, as_json) -> None:
     out_dir = Path(display_out) if display_out else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
+    kiosk.show_idle()
     for index, image in enumerate(images, 1):
         try:
             result = kiosk.handle_frame(Frame(load_image(image), source=image))

@@ -18,7 +18,8 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def save_frame(path: Path, texts, seed: int = 1) -> Path:
-    Image.fromarray(scenes.render(texts, np.random.default_rng(seed))).save(path)
+    look = scenes.Look(rotation_deg=15, blur=0.5, noise=4, glare=40, contrast=0.8)
+    Image.fromarray(scenes.render(texts, np.random.default_rng(seed), look)).save(path)
     return path
 
 

@@ -32,7 +32,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -81,6 +82,7 @@ class Figures:
     read: int
     decode_ms: list[float]
     total_ms: list[float] | None = None
+    misses: dict[str, int] = field(default_factory=dict)  # outcome -> frames not read
 
     @property
     def read_pct(self) -> float:
@@ -91,6 +93,7 @@ class Figures:
                "read": self.read, "read_pct": round(self.read_pct, 2), "decode_ms": summarize(self.decode_ms)}
         if self.total_ms is not None:
             out["total_ms"] = summarize(self.total_ms)
+        out["misses"] = self.misses
         return out
 
 
@@ -154,11 +157,12 @@ def run_pipeline(decoder: Decoder, scenes_in: Sequence[Scene], data_dir: Path, k
     clock = FakeClock(START)
     kiosk = open_kiosk(data_dir, keys_json, clock)
     kiosk.decoder = decoder
-    read, decode_ms, total_ms = 0, [], []
+    decode_ms, total_ms, misses = [], [], Counter()
     try:
         for i, scene in enumerate(scenes_in):
             result = kiosk.handle_frame(Frame(scene.pixels, source=f"bench-{i}"))
-            read += result.outcome in READ_OUTCOMES and result.member == scene.member
+            if not (result.outcome in READ_OUTCOMES and result.member == scene.member):
+                misses[result.reason or result.outcome] += 1
             decode_ms.append(result.decode_ms)
             total_ms.append(result.total_ms)
             clock.advance(BETWEEN_FRAMES_S)
@@ -166,7 +170,8 @@ def run_pipeline(decoder: Decoder, scenes_in: Sequence[Scene], data_dir: Path, k
                 progress(f"pipeline {decoder.name}: {i + 1}/{len(scenes_in)} frames")
     finally:
         close_kiosk(kiosk)
-    return Figures(decoder.name, "pipeline", len(scenes_in), read, decode_ms, total_ms)
+    read = len(scenes_in) - sum(misses.values())
+    return Figures(decoder.name, "pipeline", len(scenes_in), read, decode_ms, total_ms, dict(misses))
 
 
 class OpenCVDecoder:
@@ -188,17 +193,20 @@ class OpenCVDecoder:
 
 def run_decode_only(decoders: Sequence[Decoder], scenes_in: Sequence[Scene]) -> list[Figures]:
     """``decoder.decode`` alone; the decoders take turns on each frame."""
-    read = {d.name: 0 for d in decoders}
+    misses = {d.name: Counter() for d in decoders}
     times: dict[str, list[float]] = {d.name: [] for d in decoders}
     for i, scene in enumerate(scenes_in):
         for decoder in decoders:
             started = time.perf_counter()
             found = decoder.decode(scene.pixels)
             times[decoder.name].append((time.perf_counter() - started) * 1000)
-            read[decoder.name] += set(found) == {scene.url}
+            if set(found) != {scene.url}:
+                misses[decoder.name]["no_code" if not found else "wrong_code"] += 1
         if (i + 1) % PROGRESS_EVERY == 0:
             progress(f"decode only: {i + 1}/{len(scenes_in)} frames")
-    return [Figures(d.name, "decode_only", len(scenes_in), read[d.name], times[d.name]) for d in decoders]
+    frames = len(scenes_in)
+    return [Figures(d.name, "decode_only", frames, frames - sum(misses[d.name].values()), times[d.name],
+                    misses=dict(misses[d.name])) for d in decoders]
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -249,19 +257,23 @@ def missed_targets(figures: Figures) -> list[str]:
     return missed
 
 
+def format_misses(misses: dict[str, int]) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(misses.items())) or "-"
+
+
 def print_table(figures: list[Figures], info: dict[str, str], seed: int, ratios: dict[str, float]) -> None:
     click.echo(f"machine: {info['nproc']} CPUs, {info['cpu']}, Python {info['python']}")
     click.echo("versions: " + ", ".join(f"{k} {v}" for k, v in info.items() if k not in ("nproc", "cpu", "python")))
     click.echo(f"frames: {figures[0].frames} at {scenes.WIDTH}x{scenes.HEIGHT}, seed {seed}, {MEMBERS} members")
     click.echo("")
     click.echo(f"{'measurement':<12} {'decoder':<8} {'frames':>6} {'read %':>7} "
-               f"{'dec p50':>8} {'dec p95':>8} {'tot p50':>8} {'tot p95':>8} {'tot max':>8}")
+               f"{'dec p50':>8} {'dec p95':>8} {'tot p50':>8} {'tot p95':>8} {'tot max':>8}  misses")
     for f in figures:
         dec = summarize(f.decode_ms)
         tot = summarize(f.total_ms) if f.total_ms is not None else None
         cols = [f"{tot[k]:8.2f}" for k in ("p50", "p95", "max")] if tot else [f"{'-':>8}"] * 3
         click.echo(f"{f.measurement:<12} {f.decoder:<8} {f.frames:>6} {f.read_pct:>7.1f} "
-                   f"{dec['p50']:8.2f} {dec['p95']:8.2f} " + " ".join(cols))
+                   f"{dec['p50']:8.2f} {dec['p95']:8.2f} " + " ".join(cols) + "  " + format_misses(f.misses))
     click.echo("")
     for name, value in ratios.items():
         click.echo(f"{name}: {value:.2f}x")

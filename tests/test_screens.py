@@ -1,0 +1,48 @@
+"""Screens against golden PNGs (regenerate with STEMPEL_UPDATE_GOLDEN=1 after a deliberate change)."""
+
+import os
+from pathlib import Path
+
+import pytest
+from luma.core.device import dummy
+from PIL import Image, ImageChops
+
+from kiosk.display import screens
+
+GOLDEN = Path(__file__).parent / "golden"
+SCREENS = {
+    "idle": screens.Idle("Cafe Rosa"),
+    "stamped-7-of-10": screens.Stamped(7, 10),
+    "reward-ready": screens.RewardReady("Free coffee", 10, 10),
+    "already-stamped": screens.AlreadyStamped(3, 10, 42),
+    "redeemed": screens.Redeemed("Free coffee", 2),
+    "rejected-wrong-merchant": screens.Rejected("wrong_merchant"),
+    "rejected-forged": screens.Rejected("forged"),
+    "nothing-to-redeem": screens.NothingToRedeem(),
+}
+
+
+@pytest.mark.parametrize("name", SCREENS)
+def test_screen_matches_golden(name):
+    device = dummy(width=128, height=64, mode="1")
+    screens.show(device, SCREENS[name])
+    path = GOLDEN / f"{name}.png"
+    if os.environ.get("STEMPEL_UPDATE_GOLDEN"):
+        device.image.save(path)
+    with Image.open(path) as golden:
+        assert ImageChops.difference(device.image.convert("L"), golden.convert("L")).getbbox() is None
+
+
+def test_every_rejection_reason_has_a_screen_text_that_fits():
+    from kiosk.protocol.passes import Reason
+
+    reasons = [v for k, v in vars(Reason).items() if k.isupper()]
+    for reason in reasons:
+        first, second = screens.REASON_TEXT[reason]
+        for line, size in ((first, 14), (second, 12)):
+            assert screens.font(size).getlength(line) <= 124, (reason, line)
+
+
+def test_progress_never_overflows_for_long_cards():
+    image = screens.render(screens.Stamped(37, 40))
+    assert image.size == (128, 64) and image.getbbox() is not None

@@ -36,13 +36,14 @@ def run(kiosk: Kiosk, camera: Camera, stop: threading.Event, on_result=lambda r:
     if kiosk.panel is not None:
         kiosk.panel.on_press(lambda: presses.put(None))
     debounce = Debouncer()
-    last_activity = time.monotonic()
+    clock = kiosk.clock
+    last_activity = clock.monotonic()
     kiosk.show_idle()
     while not stop.is_set():
         while not presses.empty():
             presses.get()
             on_result(kiosk.press_button())
-            last_activity = time.monotonic()
+            last_activity = clock.monotonic()
         try:
             frame = camera.capture(timeout=0.05)
         except CameraExhausted:
@@ -55,19 +56,19 @@ def run(kiosk: Kiosk, camera: Camera, stop: threading.Event, on_result=lambda r:
             time.sleep(1.0)
             continue
         if frame is None:
-            if time.monotonic() - last_activity > idle_after:
+            if clock.monotonic() - last_activity > idle_after:
                 kiosk.show_idle()
                 last_activity = float("inf")
             continue
         result = _scan(kiosk, frame, debounce)
         if result is not None:
             on_result(result)
-            last_activity = time.monotonic()
+            last_activity = clock.monotonic()
 
 
 def _scan(kiosk: Kiosk, frame, debounce: Debouncer) -> ScanResult | None:
     started = time.perf_counter()
     texts = kiosk.decode(frame)
-    if not texts or not debounce.fresh(tuple(sorted(t.hex() for t in texts)), time.monotonic()):
+    if not texts or not debounce.fresh(tuple(sorted(t.hex() for t in texts)), kiosk.clock.monotonic()):
         return None
     return kiosk.handle_codes(frame.source, texts, started, time.perf_counter())

@@ -121,17 +121,27 @@ class Ledger:
         )
         return fold(member, ((k, d, datetime.fromisoformat(t)) for k, d, t in rows))
 
+    def events_after(self, kiosk_seq: int, limit: int = 500) -> list[Event]:
+        """Events with a sequence number above *kiosk_seq*, oldest first (the outbox reads this)."""
+        rows = self._db.execute("SELECT * FROM events WHERE kiosk_seq > ? ORDER BY kiosk_seq LIMIT ?",
+                                (kiosk_seq, limit))
+        return [self._event(row) for row in rows]
+
+    def last_seq(self) -> int:
+        return self._db.execute("SELECT COALESCE(MAX(kiosk_seq), 0) FROM events").fetchone()[0]
+
+    @staticmethod
+    def _event(row: tuple) -> Event:
+        seq, eid, kind, mem, delta, rule, reward, reason, detail, at, mono, boot = row
+        return Event(seq, eid, kind, mem, delta, rule, reward, reason, json.loads(detail or "{}"),
+                     datetime.fromisoformat(at), mono, boot)
+
     def events(self, member: str | None = None) -> list[Event]:
         """All events (or one member's), oldest first."""
         sql, args = "SELECT * FROM events ORDER BY kiosk_seq", ()
         if member is not None:
             sql, args = "SELECT * FROM events WHERE member = ? ORDER BY kiosk_seq", (member,)
-        return [
-            Event(seq, eid, kind, mem, delta, rule, reward, reason, json.loads(detail or "{}"),
-                  datetime.fromisoformat(at), mono, boot)
-            for seq, eid, kind, mem, delta, rule, reward, reason, detail, at, mono, boot
-            in self._db.execute(sql, args)
-        ]
+        return [self._event(row) for row in self._db.execute(sql, args)]
 
     # The counter session lives here so that `stempel-kiosk redeem` in another process sees it.
     def open_session(self, member: str, boot: str, expires_mono: float) -> None:

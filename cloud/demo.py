@@ -27,9 +27,11 @@ from kiosk.display import screens
 from kiosk.hardware import scenes
 from kiosk.hardware.camera import VirtualCamera
 from kiosk.loop import run as run_loop
+from kiosk.rules import load_program
 from kiosk.wiring import build_kiosk
 
 OUT = Path("demo-out")
+PROGRAM = Path("examples/cafe.toml")
 MERCHANT = "demo-cafe"
 BIN = Path(sys.executable).parent
 
@@ -79,10 +81,10 @@ def script(urls: dict[str, str], rng: np.random.Generator) -> list[Step]:
         Step("a pass from another shop", 22, phone(urls["Zoe (other shop)"])),
         Step("the lunch menu's QR code", 23, phone("https://example.com/lunch-menu")),
     ]
-    for day in range(2, 11):
+    for day in range(2, 9):  # signup bonus + Double Stamp Tuesday: the card is full on day 8
         steps.append(Step(f"Anna, day {day}", (day - 1) * 24 * 60 + 5, phone(urls["Anna"])))
-    steps.append(Step("staff press the button", 9 * 24 * 60 + 5.2))
-    steps.append(Step("staff press it again", 9 * 24 * 60 + 5.3))
+    steps.append(Step("staff press the button", 7 * 24 * 60 + 5.2))
+    steps.append(Step("staff press it again", 7 * 24 * 60 + 5.3))
     return steps
 
 
@@ -96,7 +98,7 @@ def _look(rng: np.random.Generator) -> scenes.Look:
 def run_kiosk(steps: list[Step]) -> list[tuple[Step, ScanResult]]:
     print("\n2. Kiosk (simulated hardware): camera frames in, stamps and screens out")
     config = load_config(None, env={}, kiosk__data_dir=str(OUT / "kiosk"), kiosk__shop_name="Demo Cafe",
-                         hardware__backend="sim")
+                         kiosk__program_file=str(PROGRAM), hardware__backend="sim")
     clock = FakeClock(datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc))
     opened = clock.wall
     kiosk = build_kiosk(config, clock=clock)
@@ -152,11 +154,12 @@ def main() -> None:
     print("\n3. The kiosk ledger, folded into balances")
     from kiosk.ledger import Ledger
 
+    program = load_program(PROGRAM)
     ledger = Ledger(OUT / "kiosk" / "ledger.sqlite3")
     members = sorted({e.member for e in ledger.events() if e.member})
     for member in members:
-        state = ledger.member_state(member)
-        print(f"  member {member}: {state.stamps} stamps, {state.visits} stamped visits, {state.redeemed} rewards redeemed")
+        state = ledger.member_state(member, program)
+        print(f"  member {member}: {state.balance} stamps, {state.visits} visits, {state.redeemed} rewards redeemed")
     rejected = [e.reason for e in ledger.events() if e.kind == "scan_rejected"]
     print(f"  rejected scans recorded: {', '.join(rejected)}")
     ledger.close()

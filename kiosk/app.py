@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from decimal import Decimal
 from dataclasses import asdict, dataclass, field
 
 from kiosk.clock import Clock
@@ -20,7 +21,8 @@ from kiosk.hardware.decoder import Decoder
 from kiosk.hardware.panel import FrontPanel, Signal
 from kiosk.ledger import Ledger
 from kiosk.protocol.passes import PassRejected, PassVerifier, Reason
-from kiosk.rules import Decision, Feedback, Outcome, Redeem, StampCard, Visit, evaluate
+from kiosk.protocol.ids import new_event_id
+from kiosk.rules import Decision, Feedback, Outcome, Program, Redeem, Visit, evaluate
 from kiosk.session import CounterSession
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,10 @@ class ScanResult:
     member: str | None = None
     balance: int | None = None
     goal: int | None = None
+    unit: str | None = None
+    earned: int = 0
+    tier: str | None = None
+    rewards_ready: list[str] = field(default_factory=list)
     reward: str | None = None
     event_ids: list[str] = field(default_factory=list)
     decode_ms: float = 0.0
@@ -51,7 +57,7 @@ class ScanResult:
 class Kiosk:
     """The scan pipeline and the button, wired to a ledger, a display and a front panel."""
 
-    def __init__(self, *, shop_name: str, decoder: Decoder, verifier: PassVerifier, program: StampCard,
+    def __init__(self, *, shop_name: str, decoder: Decoder, verifier: PassVerifier, program: Program,
                  ledger: Ledger, session: CounterSession, clock: Clock, boot: str,
                  display=None, panel: FrontPanel | None = None) -> None:
         self.shop_name = shop_name
@@ -68,7 +74,7 @@ class Kiosk:
         self.last_signal: Signal | None = None
 
     def show_idle(self) -> None:
-        self._show(screens.Idle(self.shop_name), None)
+        self._show(screens.Idle(self.shop_name, self.program.language), None)
 
     def decode(self, frame: Frame) -> list[bytes]:
         """The codes in view; a decoder failure counts as 'no code' and is logged."""
@@ -78,20 +84,21 @@ class Kiosk:
             log.warning("scan.decoder_failed", extra={"source": frame.source, "error": str(exc)})
             return []
 
-    def handle_frame(self, frame: Frame) -> ScanResult:
+    def handle_frame(self, frame: Frame, amount: Decimal | None = None) -> ScanResult:
         """Decode, verify, decide, commit, then show. Never raises for bad codes."""
         started = time.perf_counter()
         texts = self.decode(frame)
-        return self.handle_codes(frame.source, texts, started, time.perf_counter())
+        return self.handle_codes(frame.source, texts, started, time.perf_counter(), amount)
 
-    def handle_codes(self, source: str, texts: list[bytes], started: float, decoded: float) -> ScanResult:
+    def handle_codes(self, source: str, texts: list[bytes], started: float, decoded: float,
+                     amount: Decimal | None = None) -> ScanResult:
         """Everything after the decoder; *started*/*decoded* are perf_counter stamps for timing."""
-        result = self._handle_texts(source, texts)
+        result = self._handle_texts(source, texts, amount)
         result.decode_ms = round((decoded - started) * 1000, 3)
         result.total_ms = round((time.perf_counter() - started) * 1000, 3)
         return result
 
-    def _handle_texts(self, source: str, texts: list[bytes]) -> ScanResult:
+    def _handle_texts(self, source: str, texts: list[bytes], amount: Decimal | None) -> ScanResult:
         if not texts:
             return ScanResult(source, NO_CODE)
         distinct = set(texts)
@@ -102,35 +109,41 @@ class Kiosk:
         except PassRejected as rejected:
             return self._reject(source, rejected, texts)
         self.session.open(claims.member)
-        state = self.ledger.member_state(claims.member)
-        decision = evaluate(state, Visit(claims.member), self.clock.now(), self.program)
-        return self._commit_and_show(source, decision)
+        state = self.ledger.member_state(claims.member, self.program)
+        visit = Visit(new_event_id(), claims.member, amount=amount)
+        return self._commit_and_show(source, evaluate(state, visit, self.clock.now(), self.program))
 
     def press_button(self) -> ScanResult:
         """The staff button: redeem the ready reward of the member at the counter."""
         member = self.session.member()
         if member is None:
-            feedback = Feedback(Outcome.NOTHING_TO_REDEEM, "", 0, self.program.goal)
-            return self._commit_and_show("button", Decision((), feedback), reason="no_customer")
-        decision = evaluate(self.ledger.member_state(member), Redeem(member), self.clock.now(), self.program)
-        reason = None if decision.entries else "no_reward_ready"
-        return self._commit_and_show("button", decision, reason=reason)
+            feedback = Feedback(Outcome.NOTHING_TO_REDEEM, "", 0, self.program.unit, reason="no_customer")
+            return self._commit_and_show("button", Decision((), feedback, None))
+        state = self.ledger.member_state(member, self.program)
+        decision = evaluate(state, Redeem(new_event_id(), member), self.clock.now(), self.program)
+        return self._commit_and_show("button", decision)
+
+    def apply_program(self, program: Program) -> None:
+        """Switch to a new (already validated) programme without a restart."""
+        self.program = program
 
     def _reject(self, source: str, rejected: PassRejected, texts: list[bytes]) -> ScanResult:
         detail = {"detail": rejected.detail, "codes": len(texts), "preview": texts[0][:48].decode("latin-1")}
         event = self.ledger.reject(rejected.reason, detail, self.clock.now(), self.clock.monotonic(), self.boot)
         log.info("scan.rejected", extra={"reason": rejected.reason, "source": source})
-        self._show(screens.Rejected(rejected.reason), Signal.REJECTED)
+        self._show(screens.Rejected(rejected.reason, self.program.language), Signal.REJECTED)
         return ScanResult(source, REJECTED, reason=rejected.reason, event_ids=[event.event_id])
 
-    def _commit_and_show(self, source: str, decision: Decision, reason: str | None = None) -> ScanResult:
+    def _commit_and_show(self, source: str, decision: Decision) -> ScanResult:
         events = []
         if decision.entries:  # committed (fsync'd) before the customer sees anything
             events = self.ledger.append(decision.entries, self.clock.now(), self.clock.monotonic(), self.boot)
         fb = decision.feedback
         self._show(*_presentation(fb, self.program))
-        return ScanResult(source, fb.outcome.value, reason=reason, member=fb.member or None, balance=fb.stamps,
-                          goal=fb.goal, reward=fb.reward, event_ids=[e.event_id for e in events])
+        return ScanResult(source, fb.outcome.value, reason=fb.reason, member=fb.member or None,
+                          balance=fb.balance if fb.member else None, goal=fb.goal, unit=fb.unit, earned=fb.earned,
+                          tier=fb.tier, rewards_ready=list(fb.rewards_ready), reward=fb.reward,
+                          event_ids=[e.event_id for e in events])
 
     def _show(self, screen: screens.Screen, signal: Signal | None) -> None:
         self.last_screen = screen
@@ -141,16 +154,21 @@ class Kiosk:
             self.panel.signal(signal)
 
 
-def _presentation(fb: Feedback, program: StampCard) -> tuple[screens.Screen, Signal]:
-    """Map engine feedback to a screen and a panel signal."""
+def _presentation(fb: Feedback, program: Program) -> tuple[screens.Screen, Signal]:
+    """Map engine feedback to a screen (in the programme's language) and a panel signal."""
+    lang, unit, goal = program.language, fb.unit, fb.goal or 0
+    reward = program.reward(fb.reward) if fb.reward else None
+    name = reward.name if reward else ""
     match fb.outcome:
         case Outcome.STAMPED:
-            return screens.Stamped(fb.stamps, fb.goal), Signal.STAMPED
+            return screens.Stamped(fb.balance, goal, unit, fb.earned, lang), Signal.STAMPED
         case Outcome.REWARD_READY:
-            return screens.RewardReady(program.reward_name, fb.stamps, fb.goal), Signal.REWARD_READY
-        case Outcome.ALREADY_STAMPED:
-            return screens.AlreadyStamped(fb.stamps, fb.goal, fb.minutes_left), Signal.ALREADY_STAMPED
+            return screens.RewardReady(name, fb.balance, goal, unit, lang), Signal.REWARD_READY
+        case Outcome.ALREADY_STAMPED | Outcome.DUPLICATE:
+            return screens.AlreadyStamped(fb.balance, goal, fb.minutes_left, unit, lang), Signal.ALREADY_STAMPED
+        case Outcome.AMOUNT_REQUIRED:
+            return screens.AmountRequired(lang), Signal.REJECTED
         case Outcome.REDEEMED:
-            return screens.Redeemed(program.reward_name, fb.stamps), Signal.REDEEMED
+            return screens.Redeemed(name, fb.balance, unit, lang), Signal.REDEEMED
         case _:
-            return screens.NothingToRedeem(), Signal.NOTHING_TO_REDEEM
+            return screens.NothingToRedeem(lang), Signal.NOTHING_TO_REDEEM

@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import threading
+from decimal import Decimal
 from pathlib import Path
 
 import click
@@ -57,8 +58,9 @@ def decode(images: tuple[str, ...], decoder_kind: str, as_json: bool) -> None:
 @_config_opt
 @_data_opt
 @click.option("--display-out", type=click.Path(file_okay=False), help="Write the screen after each image as PNG here.")
+@click.option("--amount", type=click.FloatRange(min=0), help="Purchase amount (points programmes).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image (the default output is text).")
-def scan_image(images, config_path, data_dir, display_out, as_json) -> None:
+def scan_image(images, config_path, data_dir, display_out, amount, as_json) -> None:
     """Run each image through decode → verify → rules → ledger → feedback."""
     config = _load(config_path, data_dir)
     from kiosk.wiring import build_kiosk
@@ -70,7 +72,8 @@ def scan_image(images, config_path, data_dir, display_out, as_json) -> None:
     kiosk.show_idle()
     for index, image in enumerate(images, 1):
         try:
-            result = kiosk.handle_frame(Frame(load_image(image), source=image))
+            result = kiosk.handle_frame(Frame(load_image(image), source=image),
+                                        amount=None if amount is None else Decimal(str(amount)))
         except UnreadableImage:
             result = ScanResult(image, NO_CODE, reason="unreadable_image")
         if out_dir:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kiosk.errors import ConfigError
 from kiosk.protocol.ids import check_id
-from kiosk.rules.program import StampCard
+from kiosk.rules.program import Program, load_program
 
 DEFAULT_PATH = Path("/etc/stempel/kiosk.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/stempel")
@@ -29,6 +29,7 @@ class KioskSection(BaseModel):
     data_dir: Path = DEFAULT_DATA_DIR
     keys_file: Path | None = Field(None, description="defaults to <data_dir>/keys.json")
     counter_seconds: float = Field(30, gt=0, le=600)
+    program_file: Path | None = Field(None, description="a programme TOML (see examples/); else [program]")
 
     @field_validator("id", "merchant")
     @classmethod
@@ -60,11 +61,40 @@ class HardwareSection(BaseModel):
         return "ssd1306" if self.backend == "pi" else "dummy"
 
 
+class MqttSection(BaseModel):
+    """The broker this kiosk syncs through; absent means the kiosk runs standalone (offline)."""
+
+    model_config = ConfigDict(extra="forbid")
+    host: str = Field(min_length=1)
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = Field(None, description="defaults to the kiosk id when password_file is set")
+    password_file: Path | None = Field(None, description="a 0600 file holding the broker password")
+    tls: bool = Field(False, description="implied by ca_file / cert_file")
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive: int = Field(30, ge=5, le=3600)
+    outbox_warn_depth: int = Field(10_000, ge=1, description="log a warning when this many events await the hub's ack")
+    batch_size: int = Field(100, ge=1, le=1000)
+    ack_timeout_seconds: float = Field(10.0, gt=0, le=3600)
+
+    @field_validator("key_file")
+    @classmethod
+    def _key_needs_cert(cls, value: Path | None, info) -> Path | None:
+        if value is not None and info.data.get("cert_file") is None:
+            raise ValueError("key_file needs cert_file (the client certificate) as well")
+        return value
+
+    def uses_tls(self) -> bool:
+        return self.tls or self.ca_file is not None or self.cert_file is not None
+
+
 class KioskConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kiosk: KioskSection = KioskSection()
     hardware: HardwareSection = HardwareSection()
-    program: StampCard = StampCard()
+    program: Program = Program()
+    mqtt: MqttSection | None = None
 
     def keys_path(self) -> Path:
         return self.kiosk.keys_file or self.kiosk.data_dir / "keys.json"
@@ -118,4 +148,10 @@ def load_config(path: Path | str | None = None, env: dict[str, str] | None = Non
             kiosk.data_dir = base / kiosk.data_dir
         if kiosk.keys_file and not kiosk.keys_file.is_absolute():
             kiosk.keys_file = base / kiosk.keys_file
+        if kiosk.program_file and not kiosk.program_file.is_absolute():
+            kiosk.program_file = base / kiosk.program_file
+    if config.kiosk.program_file:
+        if "program" in raw:
+            raise ConfigError(f"{source}: give either [kiosk] program_file or a [program] table, not both")
+        config.program = load_program(config.kiosk.program_file)
     return config

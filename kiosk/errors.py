@@ -47,3 +47,19 @@ class KeyStoreError(StempelError, OSError):
 
 class LedgerError(StempelError, OSError):
     """The kiosk ledger could not be opened or written."""
+
+
+class MessageError(StempelError, ValueError):
+    """An MQTT payload is not a valid message of the protocol (bad JSON, schema or field)."""
+
+
+class BusError(StempelError, ConnectionError):
+    """The message bus (MQTT broker) refused us or could not be reached."""
+
+
+class NotConnected(BusError):
+    """A publish was attempted while the broker connection is down; try again after reconnect."""
+
+
+class ProvisioningError(StempelError, ValueError):
+    """A kiosk or broker account cannot be created as asked (it exists, or its name is taken)."""

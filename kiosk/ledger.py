@@ -16,7 +16,8 @@ from pathlib import Path
 
 from kiosk.errors import LedgerError
 from kiosk.protocol.ids import new_event_id
-from kiosk.rules.engine import Entry, MemberState, fold
+from kiosk.rules.program import Program
+from kiosk.rules.state import Entry, MemberState, fold
 
 SCAN_REJECTED = "scan_rejected"
 
@@ -66,6 +67,12 @@ class Event:
     mono_ns: int
     boot_id: str
 
+    def entry(self) -> Entry:
+        """The engine's view of this row."""
+        detail = {k: v for k, v in self.detail.items() if k != "cause"}
+        return Entry(self.kind, self.member or "", self.delta, self.rule or "", self.detail.get("cause", ""),
+                     self.reward, detail)
+
 
 class Ledger:
     """One SQLite file per kiosk; one writer (the kiosk loop), any number of readers."""
@@ -80,13 +87,15 @@ class Ledger:
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open the ledger at {self.path}: {exc}") from exc
+        self._snapshots: dict[str, tuple[int, MemberState]] = {}
+        self._snapshot_program: Program | None = None
 
     def close(self) -> None:
         self._db.close()
 
     def append(self, entries: Sequence[Entry], at: datetime, mono: float, boot: str) -> list[Event]:
         """Write earning/redeeming entries in one transaction; return them as committed events."""
-        rows = [(e.kind, e.member, e.delta, e.rule, e.reward, None, {}) for e in entries]
+        rows = [(e.kind, e.member, e.delta, e.rule, e.reward, None, {**e.detail, "cause": e.cause}) for e in entries]
         return self._insert(rows, at, mono, boot)
 
     def reject(self, reason: str, detail: dict, at: datetime, mono: float, boot: str, member: str | None = None) -> Event:
@@ -114,12 +123,19 @@ class Ledger:
             raise LedgerError(f"could not write to the ledger at {self.path}: {exc}") from exc
         return out
 
-    def member_state(self, member: str) -> MemberState:
-        """Fold the member's events into the state the rules engine needs."""
-        rows = self._db.execute(
-            "SELECT kind, delta, occurred_at FROM events WHERE member = ? ORDER BY kiosk_seq", (member,)
-        )
-        return fold(member, ((k, d, datetime.fromisoformat(t)) for k, d, t in rows))
+    def member_state(self, member: str, program: Program) -> MemberState:
+        """The member's state under *program*: the cached snapshot plus any newer rows folded on."""
+        if program is not self._snapshot_program:  # state depends on the programme (windows, time zone)
+            self._snapshots.clear()
+            self._snapshot_program = program
+        seq, state = self._snapshots.get(member, (0, None))
+        rows = self._db.execute("SELECT * FROM events WHERE member = ? AND kiosk_seq > ? ORDER BY kiosk_seq",
+                                (member, seq)).fetchall()
+        if rows or state is None:
+            state = fold(member, ((e.entry(), e.occurred_at) for e in map(self._event, rows)
+                                  if e.kind != SCAN_REJECTED), program, start=state)
+            self._snapshots[member] = (rows[-1][0] if rows else seq, state)
+        return state
 
     def events_after(self, kiosk_seq: int, limit: int = 500) -> list[Event]:
         """Events with a sequence number above *kiosk_seq*, oldest first (the outbox reads this)."""

@@ -71,7 +71,8 @@ def test_scan_image_runs_the_whole_pipeline_and_writes_display_frames(hub, kiosk
 def test_redeem_cli_redeems_for_the_customer_at_the_counter(hub, kiosk_dir, tmp_path):
     anna = hub.issue("Anna")
     config = tmp_path / "kiosk.toml"
-    config.write_text(f'[kiosk]\ndata_dir = "{kiosk_dir}"\n[program]\ngoal = 1\n')
+    config.write_text(f'[kiosk]\ndata_dir = "{kiosk_dir}"\n'
+                      '[[program.rewards]]\nid = "free-coffee"\nname = "Free coffee"\ncost = 1\n')
     frame = save_frame(tmp_path / "anna.png", anna.url)
     first = json.loads(run("stempel-kiosk", "scan-image", str(frame), "--config", str(config), "--json").stdout)
     assert first["outcome"] == "reward_ready"
@@ -83,7 +84,7 @@ def test_redeem_cli_redeems_for_the_customer_at_the_counter(hub, kiosk_dir, tmp_
 
 def test_kiosk_cli_explains_a_bad_config(tmp_path):
     config = tmp_path / "kiosk.toml"
-    config.write_text('[program]\ngoal = -3\ncolour = "red"\n')
+    config.write_text('[[program.rewards]]\nid = "x"\nname = "X"\ncost = -3\n[program.earning]\ncolour = "red"\n')
     result = run("stempel-kiosk", "redeem", "--config", str(config), check=False)
     assert result.returncode == 2
-    assert "[program.goal]" in result.stderr and "[program.colour]" in result.stderr
+    assert "[program.rewards.0.cost]" in result.stderr and "[program.earning.colour]" in result.stderr

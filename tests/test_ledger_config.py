@@ -8,28 +8,28 @@ import pytest
 from kiosk.config import load_config
 from kiosk.errors import ConfigError
 from kiosk.ledger import Ledger
-from kiosk.rules import Entry
+from kiosk.rules import Entry, Program
 
 AT = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def test_ledger_is_wal_with_full_sync_and_append_only(tmp_path):
     ledger = Ledger(tmp_path / "l.sqlite3")
-    events = ledger.append([Entry("stamp_awarded", "m1", 1, "stamp-per-visit")], AT, 1.0, "boot")
+    events = ledger.append([Entry("earn", "m1", 1, "base-rate", "e1")], AT, 1.0, "boot")
     assert ledger._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert ledger._db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         ledger._db.execute("UPDATE events SET delta = 5")
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         ledger._db.execute("DELETE FROM events")
-    assert ledger.member_state("m1").stamps == 1 and events[0].kiosk_seq == 1
+    assert ledger.member_state("m1", Program()).balance == 1 and events[0].kiosk_seq == 1
     ledger.close()
 
 
 def test_event_ids_are_unique_and_time_ordered(tmp_path):
     ledger = Ledger(tmp_path / "l.sqlite3")
     for _ in range(50):
-        ledger.append([Entry("stamp_awarded", "m1", 1, "r")], AT, 1.0, "boot")
+        ledger.append([Entry("earn", "m1", 1, "base-rate", "e1")], AT, 1.0, "boot")
     ids = [e.event_id for e in ledger.events()]
     assert ids == sorted(ids) and len(set(ids)) == 50 and all(i[14] == "7" for i in ids)
     ledger.close()

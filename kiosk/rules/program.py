@@ -1,33 +1,266 @@
-"""The programme schema: what a merchant configures. For now, one stamp card."""
+"""The programme schema: everything a merchant configures, as one validated document.
+
+The same document is a TOML file on the kiosk (``examples/*.toml``) and, later, the
+``config/desired`` payload over MQTT. An invalid programme is rejected as a whole with
+messages that name the field and the fix; the caller keeps the previous one in force.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import tomllib
+from datetime import date, time, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kiosk.errors import ConfigError
 from kiosk.protocol.ids import ID_PATTERN
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
-class StampCard(BaseModel):
-    """N stamps earn a reward; one credit per visit; a cooldown between credits per member."""
 
+class _Doc(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: str = Field("stamp_card", pattern="^stamp_card$")
-    reward_id: str = "free-coffee"
-    reward_name: str = Field("Free coffee", min_length=1, max_length=18)
-    goal: int = Field(10, ge=1, le=100, description="stamps that earn the reward")
-    stamps_per_visit: int = Field(1, ge=1, le=10)
-    cooldown_minutes: int = Field(60, ge=0, le=7 * 24 * 60)
 
-    @field_validator("reward_id")
+def _check_id(value: str) -> str:
+    if not ID_PATTERN.match(value):
+        raise ValueError(f"{value!r} is not an id: use a-z, 0-9 and '-', e.g. 'free-coffee'")
+    return value
+
+
+class Band(_Doc):
+    """One band of a tiered earn rate: *rate* points per unit for the part of the amount up to *up_to*."""
+
+    up_to: Decimal | None = Field(None, gt=0, description="upper end of the band; omit for the last band")
+    rate: Decimal = Field(gt=0)
+
+
+class Earning(_Doc):
+    type: Literal["stamps", "points"] = "stamps"
+    per_visit: int = Field(1, ge=0, le=100, description="stamps per visit (stamp cards)")
+    currency: str = Field("EUR", pattern="^[A-Z]{3}$")
+    rate: Decimal = Field(Decimal(10), gt=0, description="points per currency unit (points programmes)")
+    bands: tuple[Band, ...] = Field((), description="tiered rates, e.g. 5/unit up to 50 then 10/unit")
+    rounding: Literal["whole_units", "floor", "nearest"] = "whole_units"
+
+    @model_validator(mode="after")
+    def _bands_ascend(self) -> "Earning":
+        ends = [b.up_to for b in self.bands]
+        if ends and ends[-1] is not None:
+            raise ValueError("bands: the last band must have no 'up_to' (it covers the rest of the amount)")
+        if any(e is None for e in ends[:-1]) or ends[:-1] != sorted(e for e in ends[:-1] if e is not None):
+            raise ValueError("bands: give every band but the last an 'up_to', in ascending order")
+        if len(set(ends)) != len(ends):
+            raise ValueError("bands: two bands end at the same 'up_to'; merge them")
+        return self
+
+
+class Reward(_Doc):
+    id: str
+    name: str = Field(min_length=1, max_length=18, description="short: it is shown on a 128x64 display")
+    cost: int = Field(ge=1, description="stamps or points the reward costs")
+    expires_after_days: int | None = Field(None, ge=1, description="use it or lose it: days after it became affordable")
+    tiers: tuple[str, ...] | None = Field(None, description="only members of these tiers may redeem it")
+
+    _id = field_validator("id")(_check_id)
+
+
+class Tier(_Doc):
+    name: str = Field(min_length=1, max_length=12)
+    threshold: Decimal = Field(ge=0, description="visits (or spend) in the window to reach this tier")
+    multiplier: Decimal = Field(Decimal(1), gt=0, le=10)
+    perks: tuple[str, ...] = ()
+
+
+class Tiers(_Doc):
+    basis: Literal["visits", "spend"] = "visits"
+    window_days: int = Field(365, ge=1, le=3660)
+    levels: tuple[Tier, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _levels(self) -> "Tiers":
+        thresholds = [t.threshold for t in self.levels]
+        if thresholds[0] != 0:
+            raise ValueError("levels: the first tier must start at threshold 0 so every member has a tier")
+        if any(b <= a for a, b in zip(thresholds, thresholds[1:])):
+            raise ValueError("levels: thresholds overlap; list tiers from lowest to highest with rising thresholds")
+        names = [t.name.lower() for t in self.levels]
+        if len(set(names)) != len(names):
+            raise ValueError("levels: two tiers have the same name")
+        return self
+
+
+class Campaign(_Doc):
+    """A multiplier or fixed bonus limited by weekday, time of day, dates and tier (merchant's time zone)."""
+
+    id: str
+    name: str = Field(min_length=1, max_length=40)
+    multiplier: Decimal | None = Field(None, gt=0, le=10)
+    bonus: int | None = Field(None, ge=1)
+    weekdays: tuple[str, ...] | None = None
+    start_time: time | None = None
+    end_time: time | None = None
+    start_date: date | None = None
+    end_date: date | None = None
+    tiers: tuple[str, ...] | None = None
+
+    _id = field_validator("id")(_check_id)
+
+    @field_validator("weekdays")
     @classmethod
-    def _reward_id(cls, value: str) -> str:
-        if not ID_PATTERN.match(value):
-            raise ValueError("use a-z, 0-9 and '-', e.g. 'free-coffee'")
+    def _weekdays(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for day in value or ():
+            if day.lower()[:3] not in WEEKDAYS or len(day) < 3:
+                raise ValueError(f"unknown weekday {day!r}: use {', '.join(WEEKDAYS)}")
+        return None if value is None else tuple(d.lower()[:3] for d in value)
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Campaign":
+        if (self.multiplier is None) == (self.bonus is None):
+            raise ValueError("give exactly one of 'multiplier' (e.g. 2) or 'bonus' (e.g. 5)")
+        if (self.start_time is None) != (self.end_time is None):
+            raise ValueError("give both 'start_time' and 'end_time' (e.g. 14:00 and 16:00), or neither")
+        if self.start_time and self.end_time and self.end_time <= self.start_time:
+            raise ValueError("end_time must be after start_time")
+        if self.start_date and self.end_date and self.end_date < self.start_date:
+            raise ValueError("end_date is before start_date; the campaign would never run")
+        return self
+
+
+class SpendBonus(_Doc):
+    min_amount: Decimal = Field(gt=0)
+    bonus: int = Field(ge=1)
+
+
+class Birthday(_Doc):
+    amount: int = Field(ge=1)
+    window_days: int = Field(3, ge=0, le=31)
+
+
+class Referral(_Doc):
+    referrer: int = Field(ge=0)
+    referee: int = Field(ge=0)
+
+
+class Milestone(_Doc):
+    visit: int = Field(ge=1)
+    bonus: int = Field(ge=1)
+
+
+class Bonuses(_Doc):
+    signup: int = Field(0, ge=0)
+    birthday: Birthday | None = None
+    spend: tuple[SpendBonus, ...] = ()
+    milestones: tuple[Milestone, ...] = ()
+    referral: Referral | None = None
+
+
+class Limits(_Doc):
+    cooldown_minutes: int = Field(0, ge=0, le=7 * 24 * 60)
+    daily_cap: int | None = Field(None, ge=1, description="most stamps/points earned per local day")
+    max_per_scan: int | None = Field(None, ge=1, description="most stamps/points earned by one scan")
+
+
+class Expiry(_Doc):
+    inactive_months: int | None = Field(None, ge=1, le=120)
+
+
+class Program(_Doc):
+    """A merchant's loyalty programme."""
+
+    name: str = "Stempel"
+    timezone: str = "Europe/Berlin"
+    language: Literal["en", "de"] = "en"
+    earning: Earning = Earning()
+    rewards: tuple[Reward, ...] = (Reward(id="free-coffee", name="Free coffee", cost=10),)
+    tiers: Tiers | None = None
+    campaigns: tuple[Campaign, ...] = ()
+    bonuses: Bonuses = Bonuses()
+    limits: Limits = Limits(cooldown_minutes=60)
+    expiry: Expiry = Expiry()
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as 'Europe/Berlin'") from None
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Program":
+        if not self.rewards:
+            raise ValueError("rewards: add at least one reward, or nobody can ever redeem anything")
+        ids = [r.id for r in self.rewards] + [c.id for c in self.campaigns]
+        if len(set(ids)) != len(ids):
+            raise ValueError("rewards/campaigns: ids must be unique")
+        tier_names = {t.name.lower() for t in self.tiers.levels} if self.tiers else set()
+        for where, names in [(f"rewards[{r.id}].tiers", r.tiers) for r in self.rewards] + \
+                            [(f"campaigns[{c.id}].tiers", c.tiers) for c in self.campaigns]:
+            if names is None:
+                continue
+            if not names:
+                raise ValueError(f"{where}: an empty list means no one qualifies; remove the field or name tiers")
+            unknown = [n for n in names if n.lower() not in tier_names]
+            if unknown:
+                raise ValueError(f"{where}: unknown tier {unknown[0]!r}; no one can reach it "
+                                 f"(tiers are: {', '.join(sorted(tier_names)) or 'none defined'})")
+        if self.earning.type == "stamps" and self.earning.per_visit == 0 and not self.campaigns and not self.bonuses.signup:
+            raise ValueError("earning.per_visit: 0 stamps per visit and no bonuses; no reward can be reached")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def unit(self) -> str:
+        return self.earning.type
 
     @property
     def cooldown(self) -> timedelta:
-        return timedelta(minutes=self.cooldown_minutes)
+        return timedelta(minutes=self.limits.cooldown_minutes)
+
+    def reward(self, reward_id: str) -> Reward | None:
+        return next((r for r in self.rewards if r.id == reward_id), None)
+
+    def tier_names(self) -> list[str]:
+        return [t.name for t in self.tiers.levels] if self.tiers else []
+
+
+def explain(exc: ValidationError, source: str) -> ConfigError:
+    """Turn pydantic's errors into one ConfigError that names each field and the fix."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "programme"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field; remove it or check its spelling"
+        lines.append(f"{source}: [{where}] {msg}")
+    return ConfigError("\n".join(lines))
+
+
+def parse_program(raw: dict, source: str = "programme") -> Program:
+    """Validate a programme document (a parsed TOML/JSON mapping); raises ConfigError."""
+    try:
+        return Program.model_validate(raw)
+    except ValidationError as exc:
+        raise explain(exc, source) from exc
+
+
+def load_program(path: Path | str) -> Program:
+    """Read and validate a programme TOML file; raises ConfigError naming the field and the fix."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such programme file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_program(raw, str(path))
+

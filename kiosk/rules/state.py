@@ -1,0 +1,108 @@
+"""Ledger entries and the member state folded from them.
+
+``apply`` is the only way state changes, so replaying a member's ledger through ``fold``
+reproduces exactly the state the engine saw (the snapshot the kiosk keeps in memory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from kiosk.rules.calendar import local
+from kiosk.rules.program import Program
+
+VISIT = "visit"            # a credited visit (delta 0; carries the amount)
+EARN = "earn"              # earned by buying: base rate, multipliers, campaign and spend bonuses (capped)
+BONUS = "bonus"            # gifts: signup, birthday, milestone, referral (not capped)
+REDEEM = "redeem"          # a reward taken (negative delta)
+EXPIRE = "expire"          # balance or reward expired (negative delta)
+TIER_CHANGE = "tier_change"  # delta 0; detail has from, to and the reason
+
+KINDS = (VISIT, EARN, BONUS, REDEEM, EXPIRE, TIER_CHANGE)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One ledger entry; ``rule`` names the rule that made it, ``cause`` the event behind it."""
+
+    kind: str
+    member: str
+    delta: int
+    rule: str
+    cause: str
+    reward: str | None = None
+    detail: Mapping = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MemberState:
+    """Everything the engine needs about one member; a pure fold of their ledger."""
+
+    member: str
+    balance: int = 0
+    visits: int = 0
+    redeemed: int = 0
+    last_visit_at: datetime | None = None
+    last_activity_at: datetime | None = None
+    recent: tuple[tuple[datetime, Decimal], ...] = ()  # credited visits inside the tier window
+    tier: str | None = None
+    day: date | None = None           # local date that earned_today counts
+    earned_today: int = 0
+    birthday_credited: date | None = None
+    affordable_since: tuple[tuple[str, datetime], ...] = ()
+    applied: frozenset[str] = frozenset()  # ids of the visits and redemptions already applied
+
+
+def apply(state: MemberState, entry: Entry, at: datetime, program: Program) -> MemberState:
+    """The state after one more entry, recorded at *at*."""
+    changes: dict = {}
+    if entry.kind == VISIT:
+        amount = Decimal(entry.detail.get("amount") or 0)
+        changes = dict(visits=state.visits + 1, last_visit_at=at, last_activity_at=at,
+                       recent=_window(state.recent + ((at, amount),), at, program),
+                       applied=state.applied | {entry.cause})
+    elif entry.kind == REDEEM:
+        changes = dict(redeemed=state.redeemed + 1, last_activity_at=at, applied=state.applied | {entry.cause})
+    elif entry.kind == TIER_CHANGE:
+        changes = dict(tier=entry.detail.get("to"))
+    elif entry.kind == EARN:
+        day = local(at, program.zone).date()
+        earned = (state.earned_today if state.day == day else 0) + entry.delta
+        changes = dict(day=day, earned_today=earned)
+    elif entry.kind == BONUS and entry.rule == "birthday-bonus":
+        changes = dict(birthday_credited=date.fromisoformat(entry.detail["occurrence"]))
+    if entry.delta:
+        balance = state.balance + entry.delta
+        changes.update(balance=balance, affordable_since=_affordable(state, balance, at, entry, program))
+    return replace(state, **changes) if changes else state
+
+
+def fold(member: str, entries: Iterable[tuple[Entry, datetime]], program: Program,
+         start: MemberState | None = None) -> MemberState:
+    """Fold ``(entry, at)`` pairs, oldest first, onto *start* (or an empty state)."""
+    state = start or MemberState(member)
+    for entry, at in entries:
+        state = apply(state, entry, at, program)
+    return state
+
+
+def _window(recent, at: datetime, program: Program):
+    if program.tiers is None:
+        return ()
+    oldest = at - timedelta(days=program.tiers.window_days)
+    return tuple(v for v in recent if v[0] > oldest)
+
+
+def _affordable(state: MemberState, balance: int, at: datetime, entry: Entry, program: Program):
+    """Since when each expiring reward has been affordable (restarts after it expired)."""
+    since = dict(state.affordable_since)
+    if entry.rule.startswith("reward-expiry:"):
+        since.pop(entry.rule.split(":", 1)[1], None)
+    out = []
+    for reward in program.rewards:
+        if reward.expires_after_days and balance >= reward.cost:
+            out.append((reward.id, since.get(reward.id, at)))
+    return tuple(out)

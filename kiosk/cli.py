@@ -97,6 +97,7 @@ def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
     config = _load(config_path, data_dir, **overrides)
     hw = config.hardware
     kiosk = _guard(lambda: build_kiosk(config))
+    sender = _start_sync(config, kiosk.boot)
     replay = sorted(Path(hw.replay_dir).glob("*.png")) if hw.replay_dir else []
     camera = _guard(lambda: open_camera(hw.camera_kind(), replay))
     stop = threading.Event()
@@ -105,6 +106,19 @@ def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
     click.echo(f"kiosk {config.kiosk.id} running ({hw.backend}, camera {hw.camera_kind()}); Ctrl-C stops", err=True)
     run_loop(kiosk, camera, stop, on_result=lambda r: _print(r, as_json))
     camera.close()
+    if sender is not None:  # a finished replay gets a moment to hand its events to the hub
+        sender.stop(drain=0.0 if stop.is_set() else 10.0)
+
+
+def _start_sync(config: KioskConfig, boot: str):
+    """Start store-and-forward to the hub when [mqtt] is configured (it connects in the background)."""
+    if config.mqtt is None:
+        return None
+    from kiosk.sync import open_sender
+
+    sender = _guard(lambda: open_sender(config, boot))
+    sender.start()
+    return sender
 
 
 @main.command()
@@ -118,6 +132,75 @@ def redeem(config_path, data_dir, as_json) -> None:
     config = _load(config_path, data_dir)
     kiosk = _guard(lambda: build_kiosk(config, with_panel=False))
     _print(kiosk.press_button(), as_json)
+
+
+@main.command("simulate-program")
+@click.option("--program", "program_path", required=True, type=click.Path(dir_okay=False), help="Programme TOML.")
+@click.option("--visits", "visits_path", required=True, type=click.Path(dir_okay=False),
+              help="CSV: member,time[,amount,birthday,referred_by,redeem]")
+@click.option("--json", "as_json", is_flag=True)
+def simulate_program(program_path, visits_path, as_json) -> None:
+    """Run a list of visits through a programme and print the ledger and balances."""
+    from kiosk.rules.program import load_program
+    from kiosk.rules.simulate import parse_visits, simulate
+
+    program = _guard(lambda: load_program(program_path))
+    rows = _guard(lambda: parse_visits(Path(visits_path).read_text(), program))
+    result = simulate(program, rows)
+    balances = result.balances(program)
+    if as_json:
+        click.echo(json.dumps({"program": program.name, "unit": program.unit, "balances": balances,
+                               "ledger": result.ledger, "notes": result.notes}, indent=2))
+        return
+    for line in result.ledger:
+        click.echo(f"{line['time']}  {line['member']:<12} {line['kind']:<11} {line['delta']:>+6}  {line['rule']}")
+    click.echo("")
+    for member, b in balances.items():
+        tier = f", tier {b['tier']}" if b["tier"] else ""
+        ready = f", ready: {', '.join(b['rewards_ready'])}" if b["rewards_ready"] else ""
+        click.echo(f"{member}: {b[program.unit]} {program.unit}{tier}{ready}")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+
+
+@main.command()
+@_config_opt
+@_data_opt
+@click.option("--member", required=True, help="Member id (from the pass).")
+@click.option("--json", "as_json", is_flag=True)
+def explain(config_path, data_dir, member, as_json) -> None:
+    """Print a member's balance with the rule behind every ledger entry."""
+    from kiosk.ledger import Ledger
+    from kiosk.rules import ready_rewards
+    from kiosk.wiring import ledger_path
+
+    config = _load(config_path, data_dir)
+    path = ledger_path(config)
+    if not path.exists():
+        click.echo(f"error: {path}: no ledger here; pass --data-dir or --config", err=True)
+        sys.exit(2)
+    ledger = Ledger(path)
+    program = config.program
+    rows, balance = [], 0
+    for event in ledger.events(member):
+        balance += event.delta
+        rows.append({"time": event.occurred_at.isoformat(), "kind": event.kind, "delta": event.delta,
+                     "rule": event.rule, "reward": event.reward, "balance": balance,
+                     "detail": {k: v for k, v in event.detail.items() if k != "cause"}})
+    state = ledger.member_state(member, program)
+    summary = {"member": member, program.unit: state.balance, "tier": state.tier,
+               "rewards_ready": list(ready_rewards(state, state.last_activity_at, program)) if rows else []}
+    if as_json:
+        click.echo(json.dumps({**summary, "entries": rows}, indent=2))
+        return
+    if not rows:
+        click.echo(f"member {member}: no entries in {path}")
+        return
+    for r in rows:
+        why = f"  ({r['detail'].get('reason')})" if r["detail"].get("reason") else ""
+        click.echo(f"{r['time'][:16]}  {r['kind']:<11} {r['delta']:>+6}  = {r['balance']:<6} {r['rule']}{why}")
+    ready = ", ".join(summary["rewards_ready"]) or "none"
+    click.echo(f"balance: {state.balance} {program.unit}; tier: {state.tier or '-'}; rewards ready: {ready}")
 
 
 def _load(config_path, data_dir, **overrides) -> KioskConfig:

@@ -9,6 +9,7 @@ birthday, milestones, referral). Every entry names its rule, so a balance can be
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
@@ -16,7 +17,7 @@ from enum import Enum
 
 from kiosk.rules.calendar import add_months, birthday_occurrence, campaign_applies, local
 from kiosk.rules.program import Program
-from kiosk.rules.state import BONUS, EARN, EXPIRE, REDEEM, TIER_CHANGE, VISIT, Entry, MemberState, apply
+from kiosk.rules.state import BONUS, EARN, EXPIRE, REDEEM, TIER_CHANGE, VISIT, Entry, MemberState, apply, visit_time
 
 
 class Outcome(str, Enum):
@@ -150,8 +151,10 @@ def tier_at(state: MemberState, now: datetime, program: Program) -> tuple[str | 
     if program.tiers is None:
         return None, Decimal(0)
     oldest = now - timedelta(days=program.tiers.window_days)
-    window = [amount for at, amount in state.recent if oldest < at <= now]
-    value = Decimal(len(window)) if program.tiers.basis == "visits" else sum(window, Decimal(0))
+    lo = bisect_right(state.recent, oldest, key=visit_time)
+    hi = bisect_right(state.recent, now, key=visit_time)  # a clock set back must not count "future" visits
+    window = state.recent[lo:hi]
+    value = Decimal(len(window)) if program.tiers.basis == "visits" else sum((a for _, a in window), Decimal(0))
     name = [t.name for t in program.tiers.levels if t.threshold <= value][-1]
     return name, value
 

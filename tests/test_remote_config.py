@@ -1,0 +1,84 @@
+"""Fleet config on the kiosk: only a signed, newer, valid programme for this kiosk is applied.
+
+What must survive a bad document: the running programme, and the applied one on disk.
+"""
+
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from kiosk.protocol.passes import key_id
+from kiosk.protocol.signed import sign
+from kiosk.remote_config import ConfigApplier
+from kiosk.rules import Program, load_program
+
+HUB = Ed25519PrivateKey.generate()
+CAFE = load_program("examples/cafe.toml").model_dump(mode="json")
+
+
+def doc(version=1, program=CAFE, merchant="cafe-rosa", kiosk=None, key=HUB, **extra):
+    return sign({"schema": "stempel.config/1", "merchant": merchant, "kiosk": kiosk, "version": version,
+                 "program": program, **extra}, key)
+
+
+@pytest.fixture
+def applier(tmp_path):
+    applied = []
+    a = ConfigApplier("cafe-rosa", "counter-1", {key_id(HUB.public_key()): HUB.public_key()},
+                      tmp_path / "applied-config.json", applied.append)
+    a.applied = applied
+    return a
+
+
+def send(applier, document) -> dict:
+    payload = document if isinstance(document, bytes) else json.dumps(document).encode()
+    return json.loads(applier.handle(payload).to_json())
+
+
+def test_valid_programme_is_applied_and_survives_a_restart(applier, tmp_path):
+    assert send(applier, doc(3)) == {"schema": "stempel.config-report/1", "version": 3, "status": "applied",
+                                     "errors": [], "restart_required": False}
+    assert isinstance(applier.applied[0], Program) and applier.applied[0].name == "Cafe Rosa"
+    again = ConfigApplier("cafe-rosa", "counter-1", applier.trusted, tmp_path / "applied-config.json", print)
+    assert again.restore().name == "Cafe Rosa" and again.version == 3
+
+
+def test_older_or_repeated_versions_are_ignored_but_re_reported(applier):
+    send(applier, doc(5))
+    assert send(applier, doc(4))["version"] == 5
+    assert send(applier, doc(5))["status"] == "applied"
+    assert len(applier.applied) == 1
+
+
+def tampered():
+    d = doc(2)
+    d["program"] = {**d["program"], "name": "Free Coffee For All"}
+    return d
+
+
+@pytest.mark.parametrize("payload, error", [
+    (b"{not json", "not JSON"),
+    (b"[1, 2]", "not a JSON object"),
+    (json.dumps({"schema": "stempel.config/1", "version": 2, "merchant": "cafe-rosa", "program": CAFE}).encode(),
+     "not signed"),
+    (doc(2, key=Ed25519PrivateKey.generate()), "does not trust"),
+    (tampered(), "altered or forged"),
+    (doc(2, merchant="other-shop"), "another kiosk"),
+    (doc(2, kiosk="counter-2"), "another kiosk"),
+    (doc(2, program={**CAFE, "rewards": [{"id": "x", "name": "X", "cost": -1}]}), "[rewards.0.cost]"),
+    (doc(2, program={**CAFE, "colour": "red"}), "unknown field"),
+    (doc(2, schema="stempel.config/9"), "schema"),
+    (doc(0), "version"),
+    (b"x" * (1024 * 1024), "limit"),
+])
+def test_hostile_or_broken_documents_are_rejected_and_the_programme_stays(applier, payload, error):
+    send(applier, doc(1))
+    report = send(applier, payload)
+    assert report["status"] == "rejected" and any(error in e for e in report["errors"]), report
+    assert len(applier.applied) == 1 and applier.version == 1
+
+
+def test_a_damaged_applied_file_is_ignored_on_restore(tmp_path, applier):
+    (tmp_path / "applied-config.json").write_text('{"version": 9, "program": {}}')
+    assert applier.restore() is None and applier.version is None

@@ -293,7 +293,7 @@ def missed_targets(figures: Figures) -> list[str]:
     """The targets *figures* (a pipeline run) misses, in words; empty when both are met."""
     missed = []
     if figures.read_pct < TARGET_READ_PCT:
-        missed.append(f"read rate {figures.read_pct:.1f}% < {TARGET_READ_PCT:g}%")
+        missed.append(f"read rate {figures.read}/{figures.frames} = {figures.read_pct:.2f}% < {TARGET_READ_PCT:g}%")
     p95 = summarize(figures.total_ms or [])["p95"]
     if p95 >= TARGET_P95_TOTAL_MS:
         missed.append(f"p95 total {p95:.2f} ms >= {TARGET_P95_TOTAL_MS:g} ms")
@@ -315,7 +315,7 @@ def print_table(figures: list[Figures], info: dict[str, str], seed: int, ratios:
         dec = summarize(f.decode_ms)
         tot = summarize(f.total_ms) if f.total_ms is not None else None
         cols = [f"{tot[k]:8.2f}" for k in ("p50", "p95", "max")] if tot else [f"{'-':>8}"] * 3
-        click.echo(f"{f.measurement:<12} {f.decoder:<8} {f.frames:>6} {f.read_pct:>7.1f} "
+        click.echo(f"{f.measurement:<12} {f.decoder:<8} {f.frames:>6} {f.read_pct:>7.2f} "
                    f"{dec['p50']:8.2f} {dec['p95']:8.2f} " + " ".join(cols) + "  " + format_misses(f.misses))
     click.echo("")
     for name, value in ratios.items():

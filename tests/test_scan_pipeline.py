@@ -157,3 +157,21 @@ def test_each_outcome_has_its_own_signal(kiosk, hub, rng, clock):
         action()
         seen.append(kiosk.last_signal)
     assert seen == [Signal.STAMPED, Signal.ALREADY_STAMPED, Signal.REJECTED, Signal.NOTHING_TO_REDEEM]
+
+
+SAMPLE_URL = ("HTTPS://STEMPEL.EXAMPLE/P/1.SI6FZ7.CAFE-ROSA.MKGK7YK52V.MSWPNV5GEKND2DQR6ILKBSLQ2BIRBQJ2O2M37HY4"
+              "7NHLVAYL25I6FCXFVAWV7DOTDI5JIXKPXGZ4L74XTQJQ3QPSCT7O5YKRILY24BQ")
+
+
+def test_zbar_gets_a_second_look_at_small_blurred_codes():
+    """Far-away, slightly blurred codes are what ZBar misses; the upscaled retry reads them."""
+    from kiosk.hardware.decoder import PyzbarDecoder
+
+    url = SAMPLE_URL
+    look = scenes.Look(rotation_deg=20, tilt=0.05, qr_px=172, blur=1.2, noise=5, glare=30, contrast=0.7)
+    frames = [scenes.render(url, np.random.default_rng(seed), look) for seed in range(20)]
+    plain, retry = PyzbarDecoder(retry_upscaled=False), PyzbarDecoder()
+    read_plain = [plain.decode(f) == [url.encode()] for f in frames]
+    read_retry = [retry.decode(f) == [url.encode()] for f in frames]
+    assert all(read_retry)
+    assert not all(read_plain)  # the scene really is one the single pass misses

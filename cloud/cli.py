@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from cloud import passes
+from cloud import passes, provision
+from cloud.broker import conf as broker_conf
 from cloud.keys import KeyStore
 from cloud.store import default_url, open_store
 from kiosk.errors import StempelError
@@ -82,6 +83,133 @@ def export_keys(hub, merchant: str, out: str | None) -> None:
         click.echo(f"keys for {merchant} written to {out}", err=True)
     else:
         click.echo(text)
+
+
+@main.command("broker-config")
+@click.option("--port", default=1883, show_default=True, help="Plain MQTT listener; 0 for none (TLS only).")
+@click.option("--bind", help="Address the plain listener binds to. [every interface]")
+@click.option("--tls-port", default=8883, show_default=True, help="TLS listener, when --certfile is given.")
+@click.option("--cafile", help="CA certificate (PEM) as a path on the broker host.")
+@click.option("--certfile", help="Server certificate (PEM) on the broker host; enables the TLS listener.")
+@click.option("--keyfile", help="Server key (PEM) on the broker host.")
+@click.option("--require-certificate", is_flag=True, help="TLS clients must also show a certificate signed by --cafile.")
+@click.option("--install-dir", default=str(broker_conf.DEFAULT_INSTALL_DIR), show_default=True,
+              help="Where the password and ACL files will live on the broker host.")
+@click.option("--hub-workers", default=1, show_default=True, help="Hub accounts stempel-hub-1..N, one per ingest worker.")
+@click.option("--hub-host", default="127.0.0.1", show_default=True, help="The broker's address as the hub reaches it.")
+@click.pass_obj
+def broker_config(hub, port: int, bind: str | None, tls_port: int, cafile: str | None, certfile: str | None,
+                  keyfile: str | None, require_certificate: bool, install_dir: str, hub_workers: int,
+                  hub_host: str) -> None:
+    """Write the Mosquitto files for the fleet and the hub's own credentials (idempotent).
+
+    \b
+    Writes <data-dir>/broker/: mosquitto-stempel.conf, stempel.passwd, stempel.acl,
+    hub-mqtt.toml (how the hub connects; its ingest_group is secret) and hub/*.password.
+    Then, on the broker host:
+      sudo install -d -m 0750 -g mosquitto INSTALL_DIR
+      sudo install -m 0640 -g mosquitto stempel.passwd stempel.acl INSTALL_DIR/
+      sudo install -m 0644 mosquitto-stempel.conf /etc/mosquitto/conf.d/
+      sudo systemctl restart mosquitto
+    and start worker N with systemd/stempel-hub-ingest@.service: `systemctl enable --now stempel-hub-ingest@N`.
+    """
+    hub = _open(hub)
+    if (certfile is None) != (keyfile is None) or (require_certificate and not cafile):
+        raise click.UsageError("TLS needs --certfile and --keyfile (and --cafile for --require-certificate)")
+    if port == 0 and certfile is None:
+        raise click.UsageError("--port 0 leaves no listener: give --certfile/--keyfile for TLS")
+    listeners = [broker_conf.Listener(port, bind)] if port else []
+    if certfile:
+        tls = broker_conf.TlsFiles(Path(cafile) if cafile else None, Path(certfile), Path(keyfile), require_certificate)
+        listeners.append(broker_conf.Listener(tls_port, None, tls))
+    endpoint = provision.Endpoint(hub_host, port or tls_port, None if port else (Path(cafile) if cafile else None))
+    setup = _run(lambda: provision.broker_config(hub.engine, hub.data_dir, listeners, endpoint, hub_workers,
+                                                 Path(install_dir)))
+    for name in setup.new_accounts:
+        click.echo(f"hub account {name}: password in {setup.files.hub_password(name)}")
+    click.echo(f"broker files written to {setup.files.root}; install them as `stempel-hub broker-config --help` shows")
+
+
+@main.command("add-kiosk")
+@click.option("--merchant", required=True, help="Merchant id (created by `stempel-hub init`).")
+@click.option("--kiosk", required=True, help="Kiosk id, a-z 0-9 '-' (e.g. counter-1).")
+@click.option("--broker-host", required=True, help="The broker's address as the kiosk reaches it.")
+@click.option("--broker-port", type=int, help="[8883 with --ca-file, else 1883]")
+@click.option("--ca-file", type=click.Path(dir_okay=False), help="CA certificate (PEM) of the TLS listener; turns TLS on.")
+@click.option("--client-cert", type=click.Path(dir_okay=False), help="Kiosk certificate, for require_certificate.")
+@click.option("--client-key", type=click.Path(dir_okay=False), help="Its private key.")
+@click.option("--out", type=click.Path(file_okay=False), help="Bundle folder. [<data-dir>/bundles/<merchant>-<kiosk>]")
+@click.option("--rotate-password", is_flag=True, help="Re-provision a known kiosk with a new password.")
+@click.pass_obj
+def add_kiosk(hub, merchant: str, kiosk: str, broker_host: str, broker_port: int | None, ca_file: str | None,
+              client_cert: str | None, client_key: str | None, out: str | None, rotate_password: bool) -> None:
+    """Give a kiosk its broker account and write its config bundle.
+
+    \b
+    The broker password and ACL files in <data-dir>/broker/ are rewritten. Then:
+      1. copy the bundle's files to /etc/stempel/ on the kiosk
+         (`sudo install -m 0640 -g stempel BUNDLE/* /etc/stempel/`)
+         and run `systemctl restart stempel-kiosk` there;
+      2. on the broker host, install stempel.passwd and stempel.acl as
+         `stempel-hub broker-config --help` shows, and `systemctl reload mosquitto`
+         (SIGHUP: the files are re-read, connected clients stay connected).
+    """
+    hub = _open(hub)
+    port = broker_port or (8883 if ca_file else 1883)
+    endpoint = provision.Endpoint(broker_host, port, *(Path(p) if p else None for p in (ca_file, client_cert, client_key)))
+    done = _run(lambda: provision.add_kiosk(hub.engine, hub.data_dir, merchant, kiosk, endpoint,
+                                            Path(out) if out else None, rotate_password))
+    verb = "new password for" if done.rotated else "created"
+    click.echo(f"broker account {done.username} {verb} kiosk {kiosk} of {merchant}; bundle in {done.bundle}")
+    click.echo(f"next: copy {done.bundle}/* to /etc/stempel/ on the kiosk; install {hub.data_dir / 'broker'}"
+               "/stempel.{passwd,acl} on the broker host and `systemctl reload mosquitto`")
+    if not (hub.data_dir / "broker" / "hub-mqtt.toml").exists():
+        click.echo("note: the hub has no broker account yet: run `stempel-hub broker-config`", err=True)
+
+
+@main.command()
+@click.option("--mqtt-config", type=click.Path(dir_okay=False, path_type=Path),
+              help="hub-mqtt.toml from `stempel-hub broker-config`: broker, ingest group, accounts.")
+@click.option("--worker", default=1, show_default=True, help="With --mqtt-config: use account stempel-hub-N.")
+@click.option("--host", help="Broker host. [127.0.0.1]")
+@click.option("--port", type=int, help="Broker port. [1883]")
+@click.option("--username", help="Broker account of this worker.")
+@click.option("--password-file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), help="CA (PEM) of a TLS listener.")
+@click.option("--cert-file", type=click.Path(dir_okay=False, path_type=Path), help="Client certificate (PEM).")
+@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), help="Client key (PEM).")
+@click.option("--worker-id", help="MQTT client id; keep it stable per worker. [the username, else stempel-ingest-1]")
+@click.option("--group", envvar="STEMPEL_INGEST_GROUP", help="Shared subscription group. [stempel-ingest]")
+@click.option("--session-expiry", default=3600, show_default=True,
+              help="Seconds the broker keeps an absent worker's unacknowledged messages.")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("--crash-after-commits", type=int, hidden=True, envvar="STEMPEL_TEST_CRASH_AFTER_COMMITS")
+@click.pass_obj
+def ingest(hub, mqtt_config, worker, host, port, username, password_file, ca_file, cert_file, key_file,
+           worker_id, group, session_expiry, verbose, crash_after_commits) -> None:
+    """Store kiosk events from MQTT (shared subscription; run several for more throughput)."""
+    from cloud.events import EventStore
+    from cloud.ingest import bus_settings, hub_mqtt_settings, serve
+    from kiosk import logs
+    from kiosk.protocol.topics import INGEST_GROUP
+
+    logs.setup(verbose)
+    hub = _open(hub)
+    url = hub.engine.url.render_as_string(hide_password=False)
+    hub.engine.dispose()
+    base = _run(lambda: hub_mqtt_settings(mqtt_config, worker)) if mqtt_config else {}
+    given = {"host": host, "port": port, "username": username, "password_file": password_file,
+             "ca_file": ca_file, "group": group}
+    opts = {**{"host": "127.0.0.1", "port": 1883, "group": INGEST_GROUP, "tls": False, "username": None,
+               "password_file": None, "ca_file": None}, **base, **{k: v for k, v in given.items() if v is not None}}
+    group = opts.pop("group")
+    worker_id = worker_id or opts["username"] or f"stempel-ingest-{worker}"
+    settings = _run(lambda: bus_settings(**opts, worker_id=worker_id, cert_file=cert_file, key_file=key_file,
+                                         session_expiry=session_expiry))
+    store = _run(lambda: EventStore.open(url))
+    click.echo(f"ingest worker {worker_id} on {settings.host}:{settings.port}, database {hub.engine.url!r}; "
+               "Ctrl-C stops", err=True)
+    serve(store, settings, worker_id=worker_id, group=group, crash_after_commits=crash_after_commits)
 
 
 def _open(factory) -> Hub:

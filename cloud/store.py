@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import DateTime, ForeignKey, String, create_engine, select
+from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String,
+                        UniqueConstraint, create_engine, select)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -64,3 +65,82 @@ def get_merchant(session: Session, merchant_id: str) -> Merchant | None:
 def active_keys(session: Session, merchant_id: str) -> list[SigningKey]:
     return list(session.scalars(select(SigningKey).where(SigningKey.merchant_id == merchant_id,
                                                          SigningKey.active.is_(True))))
+
+
+# -- Events from kiosks (issue 4): the hub's ledger, its stream outbox and what it refused ----------
+# Kept here so ``open_store`` creates them; the logic that writes them is cloud/events.py.
+
+_BigId = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements only INTEGER PRIMARY KEY
+
+
+class HubEvent(Base):
+    """An event a kiosk sent, stored once: ``event_id`` is unique, merchant and kiosk come from the topic.
+
+    ``hub_seq`` numbers each merchant's events gaplessly in commit order: the ``ledger`` stream
+    carries it so kiosks can spot a gap and ask to catch up.
+    """
+
+    __tablename__ = "hub_events"
+    __table_args__ = (UniqueConstraint("merchant_id", "kiosk_id", "kiosk_seq"),
+                      UniqueConstraint("merchant_id", "hub_seq"),
+                      Index("hub_events_member", "merchant_id", "member_id"))
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    merchant_id: Mapped[str] = mapped_column(String(32))
+    kiosk_id: Mapped[str] = mapped_column(String(32))
+    kiosk_seq: Mapped[int] = mapped_column(BigInteger)
+    hub_seq: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(40))
+    member_id: Mapped[str | None] = mapped_column(String(32))
+    delta: Mapped[int] = mapped_column(Integer, default=0)
+    rule: Mapped[str | None] = mapped_column(String(64))
+    reward: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    mono_ns: Mapped[int] = mapped_column(BigInteger)
+    boot_id: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class KioskProgress(Base):
+    """Per kiosk: every ``kiosk_seq`` 1..acked_through_seq is stored (what ``events/ack`` says)."""
+
+    __tablename__ = "kiosk_progress"
+    merchant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kiosk_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    acked_through_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class LedgerStream(Base):
+    """Per merchant: the last ``hub_seq`` handed out. Its row is the merchant's ingest lock."""
+
+    __tablename__ = "ledger_streams"
+    merchant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_hub_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LedgerOutbox(Base):
+    """Accepted events still to be published on ``ledger``: written in the ingest transaction,
+    claimed with a lease by one worker, marked published after the broker's PUBACK."""
+
+    __tablename__ = "ledger_outbox"
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    event_pk: Mapped[int] = mapped_column(ForeignKey("hub_events.id"))
+    merchant_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(80))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class DeadLetter(Base):
+    """A message (or one event of it) the hub refused, with the reason, for the owner to inspect."""
+
+    __tablename__ = "dead_letters"
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(300))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    reason: Mapped[str] = mapped_column(String(500))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -150,6 +150,16 @@ def load_config(path: Path | str | None = None, env: dict[str, str] | None = Non
             kiosk.keys_file = base / kiosk.keys_file
         if kiosk.program_file and not kiosk.program_file.is_absolute():
             kiosk.program_file = base / kiosk.program_file
+        if config.mqtt is not None:
+            for name in ("password_file", "ca_file", "cert_file", "key_file"):
+                value = getattr(config.mqtt, name)
+                if value is not None and not value.is_absolute():
+                    setattr(config.mqtt, name, base / value)
+        if config.mqtt is not None:  # the bundle from `stempel-hub add-kiosk` names its files relatively
+            for name in ("password_file", "ca_file", "cert_file", "key_file"):
+                value = getattr(config.mqtt, name)
+                if value is not None and not value.is_absolute():
+                    setattr(config.mqtt, name, base / value)
     if config.kiosk.program_file:
         if "program" in raw:
             raise ConfigError(f"{source}: give either [kiosk] program_file or a [program] table, not both")

@@ -64,3 +64,12 @@ def test_bad_config_names_the_field(tmp_path, text, message):
 def test_missing_config_file_says_how_to_point_at_one(tmp_path):
     with pytest.raises(ConfigError, match="STEMPEL_CONFIG"):
         load_config(tmp_path / "nope.toml", env={})
+
+
+def test_mqtt_paths_in_a_bundle_are_relative_to_the_config_file(tmp_path):
+    path = tmp_path / "bundle" / "kiosk.toml"
+    path.parent.mkdir()
+    path.write_text('[mqtt]\nhost = "hub"\npassword_file = "mqtt.password"\nca_file = "ca.crt"\n')
+    config = load_config(path, env={})
+    assert config.mqtt.password_file == tmp_path / "bundle" / "mqtt.password"
+    assert config.mqtt.ca_file == tmp_path / "bundle" / "ca.crt"

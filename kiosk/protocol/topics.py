@@ -89,3 +89,10 @@ def parse_kiosk_topic(topic: str) -> KioskTopic | None:
     except ValueError:
         return None
     return KioskTopic(merchant, kiosk, leaf)
+
+
+def shared_events(group: str = INGEST_GROUP) -> str:
+    """The hub's shared subscription to every kiosk's events; *group* may be a per-install secret."""
+    if not group or any(c in group for c in "/+#"):
+        raise ValueError(f"shared subscription group {group!r} must be non-empty without '/', '+' or '#'")
+    return f"$share/{group}/{ALL_EVENTS}"

@@ -1,0 +1,174 @@
+"""Provisioning: give a kiosk (or a hub process) broker credentials and the files to use them.
+
+``add_kiosk`` records the kiosk's account, writes its bundle (kiosk.toml, the plaintext
+password, keys.json, the CA) and regenerates the broker's password and ACL files.
+``broker_config`` makes the hub's own accounts, the secret ingest group and the Mosquitto
+snippet. Both are idempotent: run again, they rewrite the same derived files.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from cloud.broker.accounts import hub_username, kiosk_account
+from cloud.broker.conf import DEFAULT_INSTALL_DIR, Listener, render_conf
+from cloud.broker.files import BrokerFiles, write_private
+from cloud.broker.passwd import hash_password, new_password
+from cloud.fleet_store import BrokerAccount, ensure_tables, find_kiosk
+from cloud.passes import export_keys
+from cloud.store import utcnow
+from kiosk.errors import ProvisioningError
+from kiosk.protocol import topics
+
+BUNDLE_OPTIONAL = ("ca.crt", "client.crt", "client.key")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How a client reaches the broker; TLS when *ca_file* is set (a file on the hub machine)."""
+
+    host: str
+    port: int
+    ca_file: Path | None = None
+    cert_file: Path | None = None  # client certificate, for listeners with require_certificate
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    username: str
+    bundle: Path
+    rotated: bool
+
+
+def add_kiosk(engine: Engine, data_dir: Path, merchant: str, kiosk: str, endpoint: Endpoint,
+              out: Path | None = None, rotate: bool = False) -> Provisioned:
+    """Create kiosk credentials and bundle; raises ConfigError (bad id, unknown merchant) or
+    ProvisioningError (already provisioned without *rotate*, username taken)."""
+    ensure_tables(engine)
+    account = kiosk_account(merchant, kiosk)
+    keys_json = export_keys(engine, merchant).to_json()  # fails early for an unknown merchant
+    _check_files(endpoint)
+    password = new_password()
+    bundle = out or Path(data_dir) / "bundles" / account.username
+    with Session(engine) as session, session.begin():
+        row = find_kiosk(session, merchant, kiosk)
+        if row is not None and not rotate:
+            raise ProvisioningError(f"kiosk {kiosk} of {merchant} already has broker credentials: pass "
+                                    "--rotate-password for a new password and bundle (the old one stops working)")
+        taken = session.get(BrokerAccount, account.username)
+        if taken is not None and taken is not row:
+            raise ProvisioningError(f"broker username {account.username!r} already belongs to "
+                                    f"{taken.role} {taken.kiosk_id or ''} of {taken.merchant_id or 'the hub'}: "
+                                    "choose another kiosk id")
+        existed = row is not None
+        if row is None:
+            row = BrokerAccount(username=account.username, role="kiosk", merchant_id=merchant, kiosk_id=kiosk)
+            session.add(row)
+        row.password_hash, row.rotated_at = hash_password(password), utcnow()
+        write_bundle(bundle, merchant, kiosk, account.username, password, endpoint, keys_json)
+    BrokerFiles(data_dir).regenerate(engine)
+    return Provisioned(account.username, bundle, rotated=existed)
+
+
+def write_bundle(bundle: Path, merchant: str, kiosk: str, username: str, password: str,
+                 endpoint: Endpoint, keys_json: str) -> None:
+    """Everything the kiosk needs in /etc/stempel/; paths in kiosk.toml are relative to it."""
+    bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for name in BUNDLE_OPTIONAL:
+        (bundle / name).unlink(missing_ok=True)
+    mqtt = {"host": endpoint.host, "port": endpoint.port, "username": username,
+            "password_file": "mqtt.password", "tls": endpoint.ca_file is not None}
+    copies = {"ca_file": (endpoint.ca_file, "ca.crt"), "cert_file": (endpoint.cert_file, "client.crt"),
+              "key_file": (endpoint.key_file, "client.key")}
+    for key, (source, name) in copies.items():
+        if source is not None:
+            write_private(bundle / name, Path(source).read_text())
+            mqtt[key] = name
+    lines = [f"# Stempel kiosk {kiosk} of merchant {merchant}, written by `stempel-hub add-kiosk`.",
+             "# Copy this folder's files to /etc/stempel/ on the kiosk (`install -m 0640 -g stempel`),",
+             "# then `systemctl restart stempel-kiosk`. Paths are relative to this file.",
+             "[kiosk]", f"id = {json.dumps(kiosk)}", f"merchant = {json.dumps(merchant)}",
+             'keys_file = "keys.json"', "", "[mqtt]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in mqtt.items()]
+    write_private(bundle / "mqtt.password", password + "\n")
+    write_private(bundle / "keys.json", keys_json + "\n", mode=0o644)
+    write_private(bundle / "kiosk.toml", "\n".join(lines) + "\n")
+
+
+@dataclass(frozen=True)
+class HubSetup:
+    files: BrokerFiles
+    new_accounts: list[str]
+    ingest_group: str
+
+
+def broker_config(engine: Engine, data_dir: Path, listeners: list[Listener], hub: Endpoint,
+                  hub_workers: int = 1, install_dir: Path = DEFAULT_INSTALL_DIR) -> HubSetup:
+    """Ensure hub accounts ``stempel-hub-1..N`` and write every broker file (idempotent)."""
+    if hub_workers < 1:
+        raise ProvisioningError("--hub-workers must be at least 1 (one account per hub process)")
+    ensure_tables(engine)
+    files = BrokerFiles(data_dir)
+    files.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    new = [hub_username(n) for n in range(1, hub_workers + 1) if _ensure_hub_account(engine, files, n)]
+    group = _existing_ingest_group(files) or f"{topics.INGEST_GROUP}-{secrets.token_hex(8)}"
+    write_private(files.hub_settings, _hub_settings(files, hub, group, hub_workers))
+    write_private(files.conf, render_conf(listeners, install_dir), mode=0o644)
+    files.regenerate(engine)
+    return HubSetup(files, new, group)
+
+
+def _ensure_hub_account(engine: Engine, files: BrokerFiles, number: int) -> bool:
+    """Create account *number* (or re-issue it if its password file is lost); True if new."""
+    username = hub_username(number)
+    path = files.hub_password(username)
+    with Session(engine) as session, session.begin():
+        row = session.get(BrokerAccount, username)
+        if row is not None and path.exists():
+            return False
+        password = new_password()
+        if row is None:
+            row = BrokerAccount(username=username, role="hub")
+            session.add(row)
+        row.password_hash, row.rotated_at = hash_password(password), utcnow()
+        write_private(path, password + "\n")
+    return True
+
+
+def _existing_ingest_group(files: BrokerFiles) -> str | None:
+    try:
+        return tomllib.loads(files.hub_settings.read_text())["mqtt"]["ingest_group"]
+    except (FileNotFoundError, KeyError, tomllib.TOMLDecodeError):
+        return None
+
+
+def _hub_settings(files: BrokerFiles, hub: Endpoint, group: str, workers: int) -> str:
+    lines = ["# MQTT settings of the hub's processes, written by `stempel-hub broker-config`.",
+             "# ingest_group is a secret: a kiosk that knew it could join the shared subscription",
+             "# and make the broker drop every n-th event (see cloud/broker/acl.py).",
+             "[mqtt]", f"host = {json.dumps(hub.host)}", f"port = {hub.port}",
+             f"ingest_group = {json.dumps(group)}", f"tls = {'true' if hub.ca_file else 'false'}"]
+    if hub.ca_file:
+        lines.append(f"ca_file = {json.dumps(str(hub.ca_file))}")
+    lines += ["", "# One account per hub process (client id = username): worker N uses stempel-hub-N.",
+              "[accounts]"]
+    for n in range(1, workers + 1):
+        lines.append(f"{json.dumps(hub_username(n))} = {json.dumps(str(files.hub_password(hub_username(n))))}")
+    return "\n".join(lines) + "\n"
+
+
+def _check_files(endpoint: Endpoint) -> None:
+    for path in (endpoint.ca_file, endpoint.cert_file, endpoint.key_file):
+        if path is not None and not Path(path).is_file():
+            raise ProvisioningError(f"{path}: no such file (give the PEM file to copy into the bundle)")
+    if (endpoint.cert_file is None) != (endpoint.key_file is None):
+        raise ProvisioningError("--client-cert and --client-key go together")
+

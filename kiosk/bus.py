@@ -1,0 +1,329 @@
+"""The message bus: paho-mqtt 2.x (MQTT 5) wrapped once behind publish / subscribe / stop.
+
+paho reports errors both as return codes and in callbacks, runs callbacks on its network
+thread, and happily queues publishes while offline. Here: callbacks only record state and
+hand work to one dispatch thread (handlers never run on paho's thread, so a slow database
+cannot stall keep-alives); reason codes become ``BusError``/``NotConnected``; a refused
+CONNACK is never "connected"; publishing while offline raises instead of queueing, because
+the caller (the outbox) is the durable queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from kiosk.errors import BusError, NotConnected
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Tls:
+    """TLS material; ``ca_file`` None means the system CAs. A client certificate is optional."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True)
+class BusSettings:
+    """How to reach the broker. ``session_expiry`` > 0 keeps our session (and its unacked
+    messages) on the broker across reconnects and restarts with the same ``client_id``."""
+
+    host: str
+    port: int = 1883
+    client_id: str = ""
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: Tls | None = None
+    will: Will | None = None
+    keepalive: int = 30
+    session_expiry: int = 0
+    manual_ack: bool = False
+    reconnect_min: float = 1.0
+    reconnect_max: float = 30.0
+
+
+@dataclass
+class Message:
+    """A received message. With ``manual_ack`` the broker gets PUBACK only from ``ack()``
+    (or after the handler returns without raising)."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    dup: bool
+    _ack: Callable[[], None] | None = field(default=None, repr=False)
+    acked: bool = False
+
+    def ack(self) -> None:
+        if not self.acked and self._ack is not None:
+            self._ack()
+        self.acked = True
+
+
+Handler = Callable[[Message], None]
+
+
+class Delivery:
+    """A QoS≥1 publish in flight; ``wait`` says whether the broker acknowledged it."""
+
+    def __init__(self, info: paho.MQTTMessageInfo, bus: "MqttBus") -> None:
+        self._info = info
+        self._bus = bus
+
+    def wait(self, timeout: float) -> bool:
+        """True once PUBACKed, False on timeout or lost connection; BusError if the broker refused it."""
+        try:
+            self._info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):
+            return False
+        refused = self._bus._refused.pop(self._info.mid, None)
+        if refused is not None:
+            raise BusError(f"the broker refused the publish: {refused} (check the ACL for this client)")
+        return self._info.is_published()
+
+
+class Bus(Protocol):
+    """What the kiosk and the hub need from MQTT; tests may put a fake or a wrapper here."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def wait_connected(self, timeout: float) -> None: ...
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> Delivery: ...
+
+    def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None: ...
+
+    def on_connect(self, callback: Callable[[], None]) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+_STOP = object()
+
+
+class MqttBus:
+    """One paho client, one network thread (paho's), one dispatch thread (ours)."""
+
+    def __init__(self, settings: BusSettings) -> None:
+        self.settings = settings
+        self._subs: dict[str, tuple[Handler, int]] = {}
+        self._connect_callbacks: list[Callable[[], None]] = []
+        self._work: queue.Queue = queue.Queue()
+        self._connected = threading.Event()
+        self._refusal: str | None = None
+        self._refused: dict[int, str] = {}
+        self._generation = 0
+        self._lock = threading.Lock()
+        self.last_error: str | None = None
+        self._client = self._make_client()
+        self._dispatcher = threading.Thread(target=self._dispatch, name=f"bus-{settings.client_id}", daemon=True)
+
+    # -- setup ---------------------------------------------------------------------------
+    def _make_client(self) -> paho.Client:
+        s = self.settings
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=s.client_id,
+                             protocol=MQTTProtocolVersion.MQTTv5, manual_ack=s.manual_ack)
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password)
+        if s.tls is not None:
+            try:
+                client.tls_set(ca_certs=_str(s.tls.ca_file), certfile=_str(s.tls.cert_file),
+                               keyfile=_str(s.tls.key_file))
+            except (OSError, ValueError) as exc:
+                raise BusError(f"cannot load the TLS files {s.tls}: {exc}") from exc
+        if s.will is not None:
+            client.will_set(s.will.topic, s.will.payload, qos=s.will.qos, retain=s.will.retain)
+        client.reconnect_delay_set(s.reconnect_min, s.reconnect_max)  # type: ignore[arg-type]
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        client.on_publish = self._on_publish
+        return client
+
+    def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
+        """Register *handler*; (re)subscribed on every connect, so a broker that lost our session
+        (restart without persistence) still delivers to us."""
+        with self._lock:
+            self._subs[topic_filter] = (handler, qos)
+        if self._connected.is_set():
+            self._client.subscribe(topic_filter, qos)
+
+    def on_connect(self, callback: Callable[[], None]) -> None:
+        """Run *callback* on the dispatch thread after every successful (re)connect."""
+        self._connect_callbacks.append(callback)
+
+    def start(self) -> None:
+        """Connect in the background and keep reconnecting; returns at once (offline is normal)."""
+        s = self.settings
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = s.session_expiry
+        self._dispatcher.start()
+        self._client.connect_async(s.host, s.port, keepalive=s.keepalive,
+                                   clean_start=s.session_expiry == 0, properties=props)
+        self._client.loop_start()
+
+    def wait_connected(self, timeout: float) -> None:
+        """Block until connected; raises BusError at once if the broker refused us, or on timeout."""
+        deadline = time.monotonic() + timeout
+        while not self._connected.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+            if self._refusal is not None:
+                raise BusError(self._refusal)
+            if time.monotonic() >= deadline:
+                raise BusError(f"no connection to {self.settings.host}:{self.settings.port} "
+                               f"within {timeout}s ({self.last_error or 'no answer'})")
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> Delivery:
+        """Hand a message to the broker connection; raises NotConnected while offline."""
+        if not self._connected.is_set():
+            raise NotConnected(f"not connected to {self.settings.host}:{self.settings.port}")
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+            raise NotConnected(f"connection to {self.settings.host}:{self.settings.port} lost")
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise BusError(f"publish to {topic} failed: {paho.error_string(info.rc)}")
+        return Delivery(info, self)
+
+    def stop(self) -> None:
+        """Disconnect cleanly (the broker then drops our will) and join both threads."""
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._work.put(_STOP)
+        if self._dispatcher.is_alive():
+            self._dispatcher.join(10)
+        self._connected.clear()
+
+    # -- paho callbacks: record, enqueue, return ------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._refusal = f"the broker at {self.settings.host}:{self.settings.port} refused the " \
+                            f"connection: {reason_code} (check the username, password file and ACL)"
+            self.last_error = self._refusal
+            log.warning("bus.refused", extra={"client_id": self.settings.client_id, "reason": str(reason_code)})
+            return
+        self._refusal = None
+        with self._lock:
+            self._generation += 1
+            subs = [(t, q) for t, (_, q) in self._subs.items()]
+        if subs:
+            client.subscribe(subs)
+        self._connected.set()
+        log.info("bus.connected", extra={"client_id": self.settings.client_id,
+                                         "session_present": flags.session_present})
+        self._work.put(("connected",))
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self.last_error = f"cannot reach {self.settings.host}:{self.settings.port}"
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        if was:
+            self.last_error = f"disconnected: {reason_code}"
+            log.info("bus.disconnected", extra={"client_id": self.settings.client_id, "reason": str(reason_code)})
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        for rc in reason_codes:
+            if rc.is_failure:
+                self.last_error = f"subscription refused: {rc}"
+                log.error("bus.subscribe_refused", extra={"client_id": self.settings.client_id, "reason": str(rc)})
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._refused[mid] = str(reason_code)
+            log.warning("bus.publish_refused", extra={"client_id": self.settings.client_id, "reason": str(reason_code)})
+        else:
+            self._refused.pop(mid, None)
+
+    def _on_message(self, client, userdata, msg: paho.MQTTMessage) -> None:
+        ack = None
+        if self.settings.manual_ack and msg.qos > 0:
+            generation, mid, qos = self._generation, msg.mid, msg.qos
+            ack = lambda: self._ack(generation, mid, qos)  # noqa: E731
+        self._work.put(("message", Message(msg.topic, msg.payload, msg.qos, bool(msg.retain), bool(msg.dup), ack)))
+
+    def _ack(self, generation: int, mid: int, qos: int) -> None:
+        # A packet id belongs to one connection: after a reconnect the broker redelivers, so a
+        # stale ack must not go out (it could acknowledge a different message with the same id).
+        if generation == self._generation and self._connected.is_set():
+            self._client.ack(mid, qos)
+
+    # -- the dispatch thread ------------------------------------------------------------
+    def _dispatch(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is _STOP:
+                return
+            if item[0] == "connected":
+                for callback in self._connect_callbacks:
+                    self._call(callback)
+            else:
+                self._deliver(item[1])
+
+    def _deliver(self, message: Message) -> None:
+        handler = self._handler_for(message.topic)
+        if handler is None:
+            message.ack()
+            return
+        if self._call(lambda: handler(message)):
+            message.ack()  # no-op if the handler acked already
+
+    def _handler_for(self, topic: str) -> Handler | None:
+        with self._lock:
+            for topic_filter, (handler, _) in self._subs.items():
+                if paho.topic_matches_sub(_unshare(topic_filter), topic):
+                    return handler
+        return None
+
+    @staticmethod
+    def _call(fn: Callable[[], None]) -> bool:
+        """Run a handler; an exception is logged and leaves the message unacknowledged."""
+        try:
+            fn()
+            return True
+        except Exception:
+            log.exception("bus.handler_failed")
+            return False
+
+
+def _unshare(topic_filter: str) -> str:
+    """``$share/{group}/{filter}`` → ``{filter}`` (messages arrive on the plain topic)."""
+    if topic_filter.startswith("$share/"):
+        return topic_filter.split("/", 2)[2]
+    return topic_filter
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)

@@ -1,0 +1,318 @@
+"""Store and forward: drain the ledger to the hub, release only what the hub says it stored.
+
+The ledger's ``events`` table *is* the outbox (events are committed there before any
+feedback). This sender only remembers how far the hub has acknowledged
+(``acked_through_seq``, in a small table of the same SQLite file) and re-sends everything
+after it on every reconnect and whenever the hub stays silent too long. A PUBACK is not
+trusted for anything: the broker may lose what it acknowledged; the hub's cumulative
+``events/ack`` is the only release. Re-sends are harmless because the hub ignores known
+``event_id``s. Days offline cost disk only: nothing is queued in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from importlib import metadata
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from kiosk.bus import Bus, BusSettings, Message, MqttBus, Tls, Will
+from kiosk.config import KioskConfig
+from kiosk.errors import BusError, ConfigError, LedgerError, MessageError
+from kiosk.ledger import Event, Ledger
+from kiosk.protocol import topics
+from kiosk.protocol.messages import EventBatch, EventsAck, KioskState, WireEvent, decode, encode
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sync_state (
+    id                INTEGER PRIMARY KEY CHECK (id = 1),
+    acked_through_seq INTEGER NOT NULL,
+    updated_at        TEXT NOT NULL
+);
+"""
+
+
+class SyncState:
+    """The sender's one number, kept beside the ledger (own connection; WAL lets both write).
+
+    Losing an update to a power cut only means a re-send, so ``synchronous=NORMAL`` is enough.
+    """
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self._db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open the sync state in {path}: {exc}") from exc
+
+    def acked(self) -> int:
+        row = self._db.execute("SELECT acked_through_seq FROM sync_state WHERE id = 1").fetchone()
+        return row[0] if row else 0
+
+    def set_acked(self, seq: int) -> None:
+        self._db.execute(
+            "INSERT INTO sync_state (id, acked_through_seq, updated_at) VALUES (1, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET acked_through_seq = MAX(acked_through_seq, excluded.acked_through_seq),"
+            " updated_at = excluded.updated_at",
+            (seq, datetime.now(timezone.utc).isoformat()),
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def to_wire(event: Event) -> WireEvent:
+    return WireEvent(event_id=event.event_id, kiosk_seq=event.kiosk_seq, occurred_at=event.occurred_at,
+                     mono_ns=event.mono_ns, boot_id=event.boot_id, kind=event.kind, member=event.member,
+                     delta=event.delta, rule=event.rule, reward=event.reward, reason=event.reason,
+                     detail=event.detail)
+
+
+def batch_message(events: Sequence[Event]) -> bytes:
+    """The ``events`` payload for these ledger rows (also used by tests that replay batches)."""
+    return encode(EventBatch(events=[to_wire(e) for e in events]))
+
+
+def state_will(merchant: str, kiosk: str, boot_id: str) -> Will:
+    """The last will: the broker publishes ``lost`` (retained) if we vanish without a goodbye."""
+    lost = KioskState(status="lost", boot_id=boot_id)
+    return Will(topics.state(merchant, kiosk), encode(lost), qos=1, retain=True)
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    batch_size: int = 100
+    max_in_flight: int = 1000  # events sent but not yet acknowledged by the hub
+    ack_timeout: float = 10.0  # re-send if the hub is silent this long; doubles up to max_ack_timeout
+    max_ack_timeout: float = 300.0
+    poll_interval: float = 0.2  # how often new ledger rows are looked for (the loop writes elsewhere)
+    state_interval: float = 60.0
+    warn_depth: int = 10_000
+
+
+class OutboxSender:
+    """One thread that moves ledger rows to the broker and hub acks into ``sync_state``."""
+
+    def __init__(self, ledger_path: Path, bus: Bus, *, merchant: str, kiosk: str, boot_id: str,
+                 software_version: str, settings: SenderSettings = SenderSettings(),
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.ledger_path = Path(ledger_path)
+        self.bus = bus
+        self.merchant = merchant
+        self.kiosk = kiosk
+        self.boot_id = boot_id
+        self.software_version = software_version
+        self.settings = settings
+        self._now = monotonic
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._hub_acked = 0  # highest ack heard from the hub, not yet persisted
+        self._reconnected = False
+        self._drained = threading.Event()
+        self._last_seen: int | None = None  # the ledger's last seq, as the loop last read it
+        self._thread = threading.Thread(target=self._run, name=f"sync-{kiosk}", daemon=True)
+        self._state = SyncState(self.ledger_path)
+        self.acked_through_seq = self._state.acked()
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        """Subscribe to our ack, start the bus (it connects in the background) and the loop."""
+        self.bus.subscribe(topics.events_ack(self.merchant, self.kiosk), self._on_ack, qos=1)
+        self.bus.on_connect(self._on_connected)
+        self._thread.start()
+        self.bus.start()
+
+    def wake(self) -> None:
+        """New events were written: look now instead of at the next poll."""
+        self._wake.set()
+
+    def drained(self) -> bool:
+        """True when the hub has acknowledged every event of the ledger (checked by the loop)."""
+        return self._drained.is_set()
+
+    def stop(self, timeout: float = 5.0, drain: float = 0.0) -> None:
+        """Wait up to *drain* s for the hub to ack everything, then say ``offline`` (retained) and disconnect.
+
+        Events not acknowledged yet stay in the ledger and go out on the next start.
+        """
+        if drain > 0:
+            self._wake.set()
+            self._drained.wait(drain)
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self.bus.connected:
+            try:
+                self.bus.publish(*self._state_message("offline", self._last_seen), qos=1, retain=True).wait(2.0)
+            except BusError as exc:
+                log.info("sync.goodbye_failed", extra={"error": str(exc)})
+        self.bus.stop()
+        self._state.close()
+
+    # -- bus side (dispatch thread) ------------------------------------------------------
+    def _on_ack(self, message: Message) -> None:
+        try:
+            ack = decode(EventsAck, message.payload)
+        except MessageError as exc:
+            log.warning("sync.bad_ack", extra={"topic": message.topic, "error": str(exc)})
+            return
+        with self._lock:
+            self._hub_acked = max(self._hub_acked, ack.acked_through_seq)
+        self._wake.set()
+
+    def _on_connected(self) -> None:
+        with self._lock:
+            self._reconnected = True
+        self._wake.set()
+
+    # -- the loop ------------------------------------------------------------------------
+    def _run(self) -> None:
+        ledger = Ledger(self.ledger_path)
+        loop = _Loop(self, ledger)
+        try:
+            while not self._stop.is_set():
+                try:
+                    loop.step()
+                except LedgerError as exc:
+                    self.last_error = str(exc)
+                    log.error("sync.ledger_failed", extra={"error": str(exc)})
+                    self._stop.wait(5.0)
+                self._wake.wait(self.settings.poll_interval)
+                self._wake.clear()
+        finally:
+            ledger.close()
+
+    def _take_acks(self, last_seq: int) -> bool:
+        """Persist a newer hub ack; True if it moved. An ack beyond our last event is refused."""
+        with self._lock:
+            heard, reconnected = self._hub_acked, self._reconnected
+        if heard > last_seq:  # never release on a claim about events we don't have; say so once
+            error = f"hub ack {heard} is ahead of this ledger ({last_seq}); was the ledger replaced?"
+            if self.last_error != error:
+                self.last_error = error
+                log.error("sync.ack_ahead", extra={"acked": heard, "last_seq": last_seq})
+            return False
+        if heard <= self.acked_through_seq:
+            return False
+        self._state.set_acked(heard)
+        self.acked_through_seq = heard
+        return True
+
+    def _state_message(self, status: str, last_seq: int | None = None) -> tuple[str, bytes]:
+        depth = None if last_seq is None else max(0, last_seq - self.acked_through_seq)
+        state = KioskState(status=status, boot_id=self.boot_id, software_version=self.software_version,
+                           outbox_depth=depth, last_seq=last_seq, acked_through_seq=self.acked_through_seq,
+                           last_error=self.last_error)
+        return topics.state(self.merchant, self.kiosk), encode(state)
+
+
+class _Loop:
+    """The sender's per-thread working state: what is in flight and when the hub last spoke."""
+
+    def __init__(self, sender: OutboxSender, ledger: Ledger) -> None:
+        self.s = sender
+        self.ledger = ledger
+        self.sent_through = sender.acked_through_seq
+        self.timeout = sender.settings.ack_timeout
+        self.waiting_since = sender._now()
+        self.state_due = 0.0
+        self.deep = False
+        self.last_depth = -1
+
+    def step(self) -> None:
+        s, now = self.s, self.s._now()
+        last = s._last_seen = self.ledger.last_seq()
+        if s._take_acks(last):
+            self.waiting_since, self.timeout = now, s.settings.ack_timeout
+        with s._lock:
+            reconnected, s._reconnected = s._reconnected, False
+        if reconnected:  # the broker may have lost anything not yet acked by the hub
+            self.sent_through, self.state_due = s.acked_through_seq, 0.0
+            self.waiting_since = now
+        acked = s.acked_through_seq
+        (s._drained.set if last == acked else s._drained.clear)()
+        self._watch_depth(last - acked)  # offline for days is exactly when this matters
+        if not s.bus.connected:
+            return
+        self.sent_through = max(self.sent_through, acked)
+        if self.sent_through > acked and now - self.waiting_since > self.timeout:
+            log.warning("sync.resend", extra={"from_seq": acked + 1, "through_seq": self.sent_through,
+                                              "silent_s": round(now - self.waiting_since, 1)})
+            self.sent_through, self.waiting_since = acked, now
+            self.timeout = min(self.timeout * 2, s.settings.max_ack_timeout)
+        self._send(last, acked, now)
+        if now >= self.state_due or (last == acked) != (self.last_depth == 0):
+            self._publish_state(last)
+            self.state_due = now + s.settings.state_interval
+            self.last_depth = last - acked
+
+    def _send(self, last: int, acked: int, now: float) -> None:
+        s = self.s
+        while self.sent_through < last and self.sent_through - acked < s.settings.max_in_flight:
+            room = s.settings.max_in_flight - (self.sent_through - acked)
+            events = self.ledger.events_after(self.sent_through, min(s.settings.batch_size, room))
+            if not events:
+                return
+            try:
+                s.bus.publish(topics.events(s.merchant, s.kiosk), batch_message(events), qos=1)
+            except BusError as exc:  # offline again: the next connect re-sends from the ack
+                log.info("sync.publish_failed", extra={"error": str(exc)})
+                return
+            if self.sent_through == acked:
+                self.waiting_since = now
+            self.sent_through = events[-1].kiosk_seq
+            log.debug("sync.sent", extra={"first_seq": events[0].kiosk_seq, "last_seq": self.sent_through})
+
+    def _watch_depth(self, depth: int) -> None:
+        warn = self.s.settings.warn_depth
+        if depth > warn and not self.deep:
+            log.warning("sync.outbox_deep", extra={"depth": depth, "warn_depth": warn})
+        self.deep = depth > warn
+
+    def _publish_state(self, last: int) -> None:
+        try:
+            self.s.bus.publish(*self.s._state_message("online", last), qos=1, retain=True)
+        except BusError as exc:
+            log.info("sync.state_failed", extra={"error": str(exc)})
+
+
+def open_sender(config: KioskConfig, boot_id: str) -> OutboxSender:
+    """Build (not start) the sender for ``[mqtt]``; raises ConfigError for an unreadable password file."""
+    from kiosk.wiring import ledger_path, merchant_of
+
+    m = config.mqtt
+    if m is None:
+        raise ConfigError("no [mqtt] section: the kiosk has no broker to sync with")
+    merchant, kiosk = merchant_of(config), config.kiosk.id
+    password = None
+    if m.password_file is not None:
+        try:
+            password = m.password_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"[mqtt] password_file {m.password_file}: {exc.strerror}") from None
+    username = m.username or (kiosk if password is not None else None)
+    tls = Tls(m.ca_file, m.cert_file, m.key_file) if m.uses_tls() else None
+    bus = MqttBus(BusSettings(host=m.host, port=m.port, client_id=kiosk, username=username, password=password,
+                              tls=tls, will=state_will(merchant, kiosk, boot_id), keepalive=m.keepalive))
+    settings = SenderSettings(batch_size=m.batch_size, ack_timeout=m.ack_timeout_seconds,
+                              warn_depth=m.outbox_warn_depth)
+    return OutboxSender(ledger_path(config), bus, merchant=merchant, kiosk=kiosk, boot_id=boot_id,
+                        software_version=software_version(), settings=settings)
+
+
+def software_version() -> str:
+    try:
+        return metadata.version("stempel")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"

@@ -1,0 +1,52 @@
+"""From `add-kiosk` to a stored stamp: the bundle's kiosk.toml drives the real sender, the hub's
+hub-mqtt.toml drives a real `stempel-hub ingest` process, and the broker runs only the
+generated password file and ACL. If the ACL lacks a topic either side needs, this stalls."""
+
+from __future__ import annotations
+
+import subprocess
+
+from broker_fleet import Fleet
+from cloud.broker.conf import Listener
+from cloud.events import EventStore
+from cloud.provision import Endpoint
+from cloud.store import default_url
+from kiosk.config import load_config
+from kiosk.ledger import Ledger
+from kiosk.sync import open_sender
+from kiosk.wiring import ledger_path
+from mosquitto import free_port
+from syncrig import HUB, append_events, wait_until
+
+
+def test_a_provisioned_kiosk_syncs_through_the_acl_broker_to_an_ingest_worker(tmp_path):
+    fleet = Fleet(tmp_path / "hub")
+    port = free_port()
+    endpoint = Endpoint("127.0.0.1", port)
+    fleet.configure([Listener(port, "127.0.0.1")], endpoint, hub_workers=1)
+    bundle = fleet.add_kiosk("cafe-rosa", "counter-1", endpoint)
+    fleet.start()
+    log = (tmp_path / "ingest.log").open("w")
+    ingest = subprocess.Popen([HUB, "--data-dir", str(fleet.data_dir), "ingest", "--mqtt-config",
+                               str(fleet.files.hub_settings), "--worker", "1", "-v"],
+                              stdout=subprocess.DEVNULL, stderr=log)
+    # A batch sent before the worker subscribed waits out ack_timeout before its re-send: keep it short.
+    config = load_config(bundle / "kiosk.toml", env={"STEMPEL_DATA_DIR": str(tmp_path / "kiosk")},
+                         mqtt__ack_timeout_seconds=1.0)
+    ledger = Ledger(ledger_path(config))
+    sender = open_sender(config, "boot-1")
+    store = EventStore.open(default_url(fleet.data_dir))
+    try:
+        append_events(ledger, 5)
+        sender.start()
+        wait_until(lambda: store.acked_through("cafe-rosa", "counter-1") == 5 and sender.acked_through_seq == 5,
+                   20, "the hub to store and acknowledge 5 events")
+        assert len(store.events("cafe-rosa", "counter-1")) == 5
+    finally:
+        sender.stop()
+        ledger.close()
+        ingest.terminate()
+        ingest.wait(10)
+        log.close()
+        store.close()
+        fleet.close()

@@ -1,0 +1,53 @@
+"""`stempel-kiosk run` with an [mqtt] section: the sender starts, drains the ledger to the hub
+and says goodbye with a retained ``offline`` state."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from mosquitto import Mosquitto
+from PIL import Image
+from syncrig import IngestProc, Watcher, append_events, converged, wait_until
+
+from cloud.events import EventStore
+from kiosk.ledger import Ledger
+from kiosk.protocol import topics
+from kiosk.protocol.messages import KioskState, decode
+
+KIOSK = str(Path(sys.executable).parent / "stempel-kiosk")
+
+
+def test_run_syncs_the_ledger_when_mqtt_is_configured(tmp_path, kiosk_dir):
+    broker = Mosquitto(tmp_path / "broker").start()
+    url = f"sqlite:///{tmp_path / 'hub.sqlite3'}"
+    store = EventStore.open(url)
+    worker = IngestProc(tmp_path, url, broker.port, "w1").start()
+    watcher = Watcher(broker.port, topics.state("cafe-rosa", "counter-1"))
+    ledger = Ledger(kiosk_dir / "ledger.sqlite3")
+    append_events(ledger, 25)  # stamped while the kiosk had no broker
+    ledger.close()
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.fromarray(np.full((480, 640), 255, np.uint8)).save(frames / "blank.png")
+    config = tmp_path / "kiosk.toml"
+    config.write_text(f'[kiosk]\nid = "counter-1"\ndata_dir = "{kiosk_dir}"\n'
+                      f'[hardware]\nbackend = "sim"\nreplay_dir = "{frames}"\n'
+                      f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nack_timeout_seconds = 1\n')
+    try:
+        wait_until(lambda: bool(worker.records("bus.connected")), 10, "ingest to connect")
+        run = subprocess.run([KIOSK, "run", "--config", str(config), "--json"], capture_output=True, text=True,
+                             timeout=30)
+        assert run.returncode == 0, run.stderr
+        ledgers = {"counter-1": kiosk_dir / "ledger.sqlite3"}
+        assert converged(store, ledgers)  # `run` waited for the hub's ack before leaving
+        assert len(store.events("cafe-rosa", "counter-1")) == 25
+        wait_until(lambda: any(decode(KioskState, m.payload).status == "offline" for m in watcher.drain()), 5,
+                   "the retained goodbye")
+        goodbye = decode(KioskState, watcher.drain()[-1].payload)
+        assert (goodbye.status, goodbye.outbox_depth, goodbye.acked_through_seq) == ("offline", 0, 25)
+    finally:
+        watcher.stop()
+        worker.stop()
+        broker.stop()
+        store.close()

@@ -22,6 +22,7 @@ from cloud.broker.conf import DEFAULT_INSTALL_DIR, Listener, render_conf
 from cloud.broker.files import BrokerFiles, write_private
 from cloud.broker.passwd import hash_password, new_password
 from cloud.fleet_store import BrokerAccount, ensure_tables, find_kiosk
+from cloud.hubkey import hub_keys_json
 from cloud.passes import export_keys
 from cloud.store import utcnow
 from kiosk.errors import ProvisioningError
@@ -73,13 +74,14 @@ def add_kiosk(engine: Engine, data_dir: Path, merchant: str, kiosk: str, endpoin
             row = BrokerAccount(username=account.username, role="kiosk", merchant_id=merchant, kiosk_id=kiosk)
             session.add(row)
         row.password_hash, row.rotated_at = hash_password(password), utcnow()
-        write_bundle(bundle, merchant, kiosk, account.username, password, endpoint, keys_json)
+        write_bundle(bundle, merchant, kiosk, account.username, password, endpoint, keys_json,
+                     hub_keys_json(data_dir))
     BrokerFiles(data_dir).regenerate(engine)
     return Provisioned(account.username, bundle, rotated=existed)
 
 
 def write_bundle(bundle: Path, merchant: str, kiosk: str, username: str, password: str,
-                 endpoint: Endpoint, keys_json: str) -> None:
+                 endpoint: Endpoint, keys_json: str, hub_keys: str) -> None:
     """Everything the kiosk needs in /etc/stempel/; paths in kiosk.toml are relative to it."""
     bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
     for name in BUNDLE_OPTIONAL:
@@ -96,10 +98,11 @@ def write_bundle(bundle: Path, merchant: str, kiosk: str, username: str, passwor
              "# Copy this folder's files to /etc/stempel/ on the kiosk (`install -m 0640 -g stempel`),",
              "# then `systemctl restart stempel-kiosk`. Paths are relative to this file.",
              "[kiosk]", f"id = {json.dumps(kiosk)}", f"merchant = {json.dumps(merchant)}",
-             'keys_file = "keys.json"', "", "[mqtt]"]
+             'keys_file = "keys.json"', 'hub_keys_file = "hub-keys.json"', "", "[mqtt]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in mqtt.items()]
     write_private(bundle / "mqtt.password", password + "\n")
     write_private(bundle / "keys.json", keys_json + "\n", mode=0o644)
+    write_private(bundle / "hub-keys.json", hub_keys + "\n", mode=0o644)
     write_private(bundle / "kiosk.toml", "\n".join(lines) + "\n")
 
 

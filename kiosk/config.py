@@ -30,6 +30,7 @@ class KioskSection(BaseModel):
     keys_file: Path | None = Field(None, description="defaults to <data_dir>/keys.json")
     counter_seconds: float = Field(30, gt=0, le=600)
     program_file: Path | None = Field(None, description="a programme TOML (see examples/); else [program]")
+    hub_keys_file: Path | None = Field(None, description="hub public keys; defaults to <data_dir>/hub-keys.json")
 
     @field_validator("id", "merchant")
     @classmethod
@@ -99,6 +100,9 @@ class KioskConfig(BaseModel):
     def keys_path(self) -> Path:
         return self.kiosk.keys_file or self.kiosk.data_dir / "keys.json"
 
+    def hub_keys_path(self) -> Path:
+        return self.kiosk.hub_keys_file or self.kiosk.data_dir / "hub-keys.json"
+
 
 def _explain(exc: ValidationError, source: str) -> ConfigError:
     lines = []
@@ -148,6 +152,8 @@ def load_config(path: Path | str | None = None, env: dict[str, str] | None = Non
             kiosk.data_dir = base / kiosk.data_dir
         if kiosk.keys_file and not kiosk.keys_file.is_absolute():
             kiosk.keys_file = base / kiosk.keys_file
+        if kiosk.hub_keys_file and not kiosk.hub_keys_file.is_absolute():
+            kiosk.hub_keys_file = base / kiosk.hub_keys_file
         if kiosk.program_file and not kiosk.program_file.is_absolute():
             kiosk.program_file = base / kiosk.program_file
         if config.mqtt is not None:

@@ -26,6 +26,26 @@ def load_keyring(config: KioskConfig) -> KeyRing:
     return KeyRing.from_json(text)
 
 
+def load_hub_keys(config: KioskConfig) -> dict:
+    """The hub public keys this kiosk trusts for signed documents (kid -> Ed25519PublicKey).
+
+    Read from ``hub_keys_file`` (default ``<data_dir>/hub-keys.json``, part of the
+    ``stempel-hub add-kiosk`` bundle). Without it the kiosk trusts no remote document.
+    """
+    import json
+
+    from kiosk.protocol.signed import public_key_from_b64
+
+    path = config.hub_keys_path()
+    try:
+        doc = json.loads(path.read_text())
+        return {k["kid"]: public_key_from_b64(k["public_key"]) for k in doc["keys"]}
+    except FileNotFoundError:
+        return {}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a hub keys document ({exc}); copy it again from the kiosk bundle") from exc
+
+
 def merchant_of(config: KioskConfig, keys_text: str | None = None) -> str:
     """The configured merchant, else the one named by the keys file."""
     if config.kiosk.merchant:

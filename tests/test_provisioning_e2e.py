@@ -50,3 +50,19 @@ def test_a_provisioned_kiosk_syncs_through_the_acl_broker_to_an_ingest_worker(tm
         log.close()
         store.close()
         fleet.close()
+
+
+def test_bundle_carries_the_hub_key_the_kiosk_trusts(tmp_path):
+    """The kiosk verifies hub documents with the key from its bundle, not one from the broker."""
+    from cloud.hubkey import hub_signing_key, hub_keys_json
+    from kiosk.config import load_config
+    from kiosk.protocol.signed import sign, verify
+    from kiosk.wiring import load_hub_keys
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "hub-keys.json").write_text(hub_keys_json(tmp_path / "hub"))
+    (bundle / "kiosk.toml").write_text('[kiosk]\nhub_keys_file = "hub-keys.json"\n')
+    trusted = load_hub_keys(load_config(bundle / "kiosk.toml", env={}))
+    verify(sign({"version": 1}, hub_signing_key(tmp_path / "hub")), trusted)  # same key on the next call
+    assert len(trusted) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import click
 
 from cloud import passes, provision
+from cloud.broker_client import admin_settings, broker_options, connect
 from cloud.broker import conf as broker_conf
 from cloud.keys import KeyStore
 from cloud.store import default_url, open_store
@@ -210,6 +212,81 @@ def ingest(hub, mqtt_config, worker, host, port, username, password_file, ca_fil
     click.echo(f"ingest worker {worker_id} on {settings.host}:{settings.port}, database {hub.engine.url!r}; "
                "Ctrl-C stops", err=True)
     serve(store, settings, worker_id=worker_id, group=group, crash_after_commits=crash_after_commits)
+
+
+@main.group()
+def config() -> None:
+    """Fleet configuration: push a programme to every kiosk of a merchant (or one kiosk)."""
+
+
+@config.command("push")
+@click.argument("program_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--merchant", required=True)
+@click.option("--kiosk", help="Only this kiosk (an override that takes precedence over the merchant-wide one).")
+@click.option("--wait", "wait_seconds", type=float, default=0, help="Wait up to this long for kiosks to report.")
+@broker_options
+@click.pass_obj
+def config_push(hub, program_file, merchant, kiosk, wait_seconds, mqtt_config, host, port, username,
+                password_file, ca_file, connect_timeout) -> None:
+    """Validate, version, sign and publish PROGRAM_FILE (TOML) as the desired programme."""
+    from cloud import fleet_config
+    from kiosk.rules import load_program
+
+    hub = _open(hub)
+    program = _run(lambda: load_program(program_file))
+    settings = _run(lambda: admin_settings(mqtt_config, host, port, username, password_file, ca_file,
+                                           "stempel-hub-admin"))
+    bus = _run(lambda: connect(settings, connect_timeout))
+    try:
+        doc = _run(lambda: fleet_config.prepare(hub.engine, hub.data_dir, merchant, program, kiosk))
+        topic = _run(lambda: fleet_config.publish(bus, doc))
+        click.echo(f"programme {program.name!r} is version {doc['version']} on {topic}")
+        if wait_seconds > 0:
+            from cloud.fleet_status import collect, render
+
+            rows = collect(bus, merchant, settle=min(wait_seconds, 2.0), timeout=wait_seconds)
+            click.echo("\n".join(render(rows, doc["version"] if not kiosk else 0)))
+    finally:
+        bus.stop()
+
+
+@main.group()
+def fleet() -> None:
+    """The merchant's kiosks as the broker sees them."""
+
+
+@fleet.command("status")
+@click.option("--merchant", required=True)
+@click.option("--json", "as_json", is_flag=True)
+@broker_options
+@click.pass_obj
+def fleet_status(hub, merchant, as_json, mqtt_config, host, port, username, password_file, ca_file,
+                 connect_timeout) -> None:
+    """Presence, software and config versions, outbox depth, and whether each kiosk is up to date."""
+    from cloud.fleet_config import latest_version
+    from cloud.fleet_status import collect, render
+
+    hub = _open(hub)
+    latest = latest_version(hub.engine, merchant) if _has_table(hub.engine, "config_revisions") else 0
+    settings = _run(lambda: admin_settings(mqtt_config, host, port, username, password_file, ca_file,
+                                           "stempel-hub-admin"))
+    bus = _run(lambda: connect(settings, connect_timeout))
+    try:
+        rows = collect(bus, merchant)
+    finally:
+        bus.stop()
+    if as_json:
+        click.echo(json.dumps({"merchant": merchant, "latest_config": latest, "kiosks": {
+            k: {"state": r.state, "reported": r.reported, "up_to_date": r.up_to_date(latest)} for k, r in rows.items()}},
+            indent=2))
+    else:
+        click.echo("\n".join(render(rows, latest)))
+
+
+def _has_table(engine, name: str) -> bool:
+    from sqlalchemy import inspect
+
+    return inspect(engine).has_table(name)
 
 
 def _open(factory) -> Hub:

@@ -115,13 +115,13 @@ class HubSetup:
 
 def broker_config(engine: Engine, data_dir: Path, listeners: list[Listener], hub: Endpoint,
                   hub_workers: int = 1, install_dir: Path = DEFAULT_INSTALL_DIR) -> HubSetup:
-    """Ensure hub accounts ``stempel-hub-1..N`` and write every broker file (idempotent)."""
+    """Ensure hub accounts ``stempel-hub-1..N`` (+ ``stempel-hub-admin``) and write every broker file."""
     if hub_workers < 1:
         raise ProvisioningError("--hub-workers must be at least 1 (one account per hub process)")
     ensure_tables(engine)
     files = BrokerFiles(data_dir)
     files.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    new = [hub_username(n) for n in range(1, hub_workers + 1) if _ensure_hub_account(engine, files, n)]
+    new = [hub_username(n) for n in range(0, hub_workers + 1) if _ensure_hub_account(engine, files, n)]
     group = _existing_ingest_group(files) or f"{topics.INGEST_GROUP}-{secrets.token_hex(8)}"
     write_private(files.hub_settings, _hub_settings(files, hub, group, hub_workers))
     write_private(files.conf, render_conf(listeners, install_dir), mode=0o644)
@@ -161,9 +161,10 @@ def _hub_settings(files: BrokerFiles, hub: Endpoint, group: str, workers: int) -
              f"ingest_group = {json.dumps(group)}", f"tls = {'true' if hub.ca_file else 'false'}"]
     if hub.ca_file:
         lines.append(f"ca_file = {json.dumps(str(hub.ca_file))}")
-    lines += ["", "# One account per hub process (client id = username): worker N uses stempel-hub-N.",
+    lines += ["", "# One account per hub process (client id = username): worker N uses stempel-hub-N,",
+              "# the admin commands (config push, keys publish, fleet status) stempel-hub-admin.",
               "[accounts]"]
-    for n in range(1, workers + 1):
+    for n in range(0, workers + 1):
         lines.append(f"{json.dumps(hub_username(n))} = {json.dumps(str(files.hub_password(hub_username(n))))}")
     return "\n".join(lines) + "\n"
 

@@ -50,11 +50,18 @@ def kiosk_username(merchant: str, kiosk: str) -> str:
     return check_username(username)
 
 
+ADMIN_USERNAME = f"{HUB_PREFIX}-admin"
+
+
 def hub_username(number: int) -> str:
-    """The account of hub process *number* (1-based): ``stempel-hub-1``, ``stempel-hub-2``..."""
-    if number < 1:
-        raise ProvisioningError(f"hub account numbers start at 1, not {number}")
-    return f"{HUB_PREFIX}-{number}"
+    """The account of hub process *number* (1-based): ``stempel-hub-1``, ``stempel-hub-2``...
+
+    Number 0 is ``stempel-hub-admin``, the account of the admin commands (config push,
+    keys publish, fleet status), so they never kick an ingest worker off the broker.
+    """
+    if number < 0:
+        raise ProvisioningError(f"hub account numbers start at 1 (0 is the admin account), not {number}")
+    return ADMIN_USERNAME if number == 0 else f"{HUB_PREFIX}-{number}"
 
 
 def kiosk_account(merchant: str, kiosk: str) -> Account:

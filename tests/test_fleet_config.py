@@ -1,0 +1,99 @@
+"""`stempel-hub config push` and `fleet status` against a real Mosquitto.
+
+What must hold: only a valid programme leaves the hub; each push is the next version,
+signed by the hub key the kiosks trust, and retained for kiosks that connect later; the
+status table says which kiosks run the latest version.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cloud.hubkey import hub_signing_key
+from kiosk.protocol import topics
+from kiosk.protocol.passes import key_id
+from kiosk.remote_config import ConfigApplier
+from mosquitto import Mosquitto
+from mqtt_peer import Peer
+
+HUB = str(Path(sys.executable).parent / "stempel-hub")
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Mosquitto(tmp_path / "broker", extra="user root").start()
+    yield b
+    b.stop()
+
+
+def hub_cmd(hub, broker, *args, check=True):
+    return subprocess.run([HUB, "--data-dir", str(hub.data_dir), *args, "--port", str(broker.port)],
+                          capture_output=True, text=True, check=check, timeout=60)
+
+
+def test_push_publishes_a_signed_retained_programme_the_kiosk_applies(hub, broker, tmp_path):
+    first = hub_cmd(hub, broker, "config", "push", "examples/cafe.toml", "--merchant", "cafe-rosa")
+    assert "version 1" in first.stdout
+    second = hub_cmd(hub, broker, "config", "push", "examples/boutique.toml", "--merchant", "cafe-rosa")
+    assert "version 2" in second.stdout
+
+    late = Peer(broker.port, None, None)  # a kiosk that connects after the push still gets it
+    late.connect()
+    late.subscribe(topics.config_desired("cafe-rosa"))
+    message = late.next()
+    late.close()
+    assert message.retain
+    public = hub_signing_key(hub.data_dir).public_key()
+    applied = []
+    applier = ConfigApplier("cafe-rosa", "counter-1", {key_id(public): public}, tmp_path / "applied.json",
+                            applied.append)
+    report = json.loads(applier.handle(message.payload).to_json())
+    assert (report["status"], report["version"]) == ("applied", 2)
+    assert applied[0].name == "Boutique Lina" and applied[0].unit == "points"
+
+
+def test_an_invalid_programme_never_leaves_the_hub(hub, broker, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rewards]]\nid = "x"\nname = "X"\ncost = -1\n')
+    result = hub_cmd(hub, broker, "config", "push", str(bad), "--merchant", "cafe-rosa", check=False)
+    assert result.returncode == 2 and "[rewards.0.cost]" in result.stderr
+    watcher = Peer(broker.port, None, None)
+    watcher.connect()
+    watcher.subscribe(topics.config_desired("cafe-rosa"))
+    watcher.publish("control/after", b"x")  # nothing retained arrives before the control message
+    watcher.subscribe("control/#")
+    watcher.publish("control/after", b"y")
+    assert [m.topic for m in watcher.until("control/after", b"y")] == ["control/after"]
+    watcher.close()
+
+
+def test_unknown_merchant_and_unreachable_broker_are_clear_errors(hub, broker, tmp_path):
+    result = hub_cmd(hub, broker, "config", "push", "examples/cafe.toml", "--merchant", "nobody", check=False)
+    assert result.returncode == 2 and "stempel-hub init --merchant nobody" in result.stderr
+    broker.stop()
+    result = hub_cmd(hub, broker, "config", "push", "examples/cafe.toml", "--merchant", "cafe-rosa",
+                     "--connect-timeout", "1", check=False)
+    assert result.returncode == 2 and "no connection to 127.0.0.1" in result.stderr
+
+
+def test_fleet_status_shows_who_runs_the_latest_version(hub, broker):
+    hub_cmd(hub, broker, "config", "push", "examples/cafe.toml", "--merchant", "cafe-rosa")
+    hub_cmd(hub, broker, "config", "push", "examples/cafe.toml", "--merchant", "cafe-rosa")
+    kiosks = Peer(broker.port, None, None)
+    kiosks.connect()
+    for kiosk, version, depth in (("counter-1", 2, 0), ("counter-2", 1, 37)):
+        base = f"stempel/v1/cafe-rosa/kiosks/{kiosk}"
+        kiosks.publish(f"{base}/state", json.dumps({"schema": "stempel.kiosk-state.v1", "status": "online",
+                                                    "boot_id": "b", "software_version": "0.1.0",
+                                                    "outbox_depth": depth}), retain=True)
+        kiosks.publish(f"{base}/config/reported", json.dumps({"version": version, "status": "applied"}), retain=True)
+    kiosks.close()
+    doc = json.loads(hub_cmd(hub, broker, "fleet", "status", "--merchant", "cafe-rosa", "--json").stdout)
+    assert doc["latest_config"] == 2
+    assert {k: (v["up_to_date"], v["state"]["outbox_depth"]) for k, v in doc["kiosks"].items()} == {
+        "counter-1": (True, 0), "counter-2": (False, 37)}
+    table = hub_cmd(hub, broker, "fleet", "status", "--merchant", "cafe-rosa").stdout
+    assert "counter-2" in table and "no (latest v2)" in table

@@ -23,6 +23,7 @@ from kiosk.ledger import Ledger
 from kiosk.protocol.passes import PassRejected, PassVerifier, Reason
 from kiosk.protocol.ids import new_event_id
 from kiosk.rules import Decision, Feedback, Outcome, Program, Redeem, Visit, evaluate
+from kiosk.rules.engine import ClockReading
 from kiosk.session import CounterSession
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,8 @@ class Kiosk:
             return self._reject(source, rejected, texts)
         self.session.open(claims.member)
         state = self.ledger.member_state(claims.member, self.program)
-        visit = Visit(new_event_id(), claims.member, amount=amount)
+        reading = ClockReading(self.boot, self.clock.monotonic())
+        visit = Visit(new_event_id(), claims.member, amount=amount, clock=reading)
         return self._commit_and_show(source, evaluate(state, visit, self.clock.now(), self.program))
 
     def press_button(self) -> ScanResult:

@@ -5,6 +5,8 @@ blur, noise, glare, low contrast); the test asserts who was stamped and what the
 saw, heard and what the ledger holds.
 """
 
+from datetime import timedelta
+
 import numpy as np
 import pytest
 import segno
@@ -175,3 +177,29 @@ def test_zbar_gets_a_second_look_at_small_blurred_codes():
     read_retry = [retry.decode(f) == [url.encode()] for f in frames]
     assert all(read_retry)
     assert not all(read_plain)  # the scene really is one the single pass misses
+
+
+def test_an_ntp_step_of_the_wall_clock_neither_grants_nor_blocks(kiosk, hub, rng, clock):
+    """Same boot: the cooldown runs on the monotonic clock, whatever the wall clock does."""
+    anna, ben = hub.issue("Anna"), hub.issue("Ben")
+    assert kiosk.handle_frame(frame_of(anna.url, rng)).outcome == "stamped"
+    clock.wall += timedelta(hours=3)  # NTP steps the clock forward (it was behind after an offline boot)
+    clock.advance(5 * 60)
+    assert kiosk.handle_frame(frame_of(anna.url, rng)).outcome == "already_stamped"  # not a free stamp
+
+    assert kiosk.handle_frame(frame_of(ben.url, rng)).outcome == "stamped"
+    clock.wall -= timedelta(hours=5)  # ... or backwards (it was ahead)
+    clock.advance(61 * 60)
+    assert kiosk.handle_frame(frame_of(ben.url, rng)).outcome == "stamped"  # not blocked for hours
+
+
+def test_after_a_reboot_a_clock_behind_the_last_visit_never_grants(kiosk, hub, rng, clock):
+    anna = hub.issue("Anna")
+    kiosk.handle_frame(frame_of(anna.url, rng))
+    kiosk.boot = "another-boot"  # the kiosk restarted; monotonic time starts again
+    kiosk.session._boot = "another-boot"
+    clock.mono = 5.0
+    clock.wall -= timedelta(minutes=50)  # fake-hwclock restored an older time
+    assert kiosk.handle_frame(frame_of(anna.url, rng)).outcome == "already_stamped"
+    clock.advance(3 * 3600)
+    assert kiosk.handle_frame(frame_of(anna.url, rng)).outcome == "stamped"

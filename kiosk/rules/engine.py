@@ -31,14 +31,28 @@ class Outcome(str, Enum):
 
 
 @dataclass(frozen=True)
+class ClockReading:
+    """A reading of the kiosk's monotonic clock: it never jumps, but counts only within one boot."""
+
+    boot: str
+    mono: float
+
+
+@dataclass(frozen=True)
 class Visit:
-    """A member showed a valid pass; *amount* is the purchase (points programmes)."""
+    """A member showed a valid pass; *amount* is the purchase (points programmes).
+
+    *clock* (from the kiosk) lets the cooldown use monotonic time when the member's last
+    visit was on this kiosk in this boot, so an NTP step of the wall clock neither grants
+    nor blocks a stamp.
+    """
 
     id: str
     member: str
     amount: Decimal | None = None
     birthday: date | None = None
     referred_by: str | None = None
+    clock: ClockReading | None = None
 
 
 @dataclass(frozen=True)
@@ -99,16 +113,19 @@ def evaluate(state: MemberState, event: Visit | Redeem, now: datetime, program: 
 
 def _visit(state: MemberState, visit: Visit, now: datetime, program: Program) -> Decision:
     book = _Book(state, now, program)
-    if state.last_visit_at is not None and now - state.last_visit_at < program.cooldown:
-        # A wall clock behind the last visit counts as inside the cooldown: never a free credit.
-        left = (program.cooldown - (now - state.last_visit_at)).total_seconds() / 60
+    elapsed = since_last_visit(state, visit, now)
+    if elapsed is not None and elapsed < program.cooldown:
+        left = (program.cooldown - elapsed).total_seconds() / 60
         minutes = min(max(1, math.ceil(left)), program.limits.cooldown_minutes)
         return _decision(book, Outcome.ALREADY_STAMPED, minutes_left=minutes)
     if program.unit == "points" and visit.amount is None:
         return _decision(book, Outcome.AMOUNT_REQUIRED, reason="enter the purchase amount")
     _housekeeping(book, visit.id)
     amount = visit.amount if visit.amount is not None else Decimal(0)
-    book.add(Entry(VISIT, visit.member, 0, "visit", visit.id, detail={"amount": str(amount)}))
+    detail = {"amount": str(amount)}
+    if visit.clock is not None:
+        detail.update(boot=visit.clock.boot, mono=visit.clock.mono)
+    book.add(Entry(VISIT, visit.member, 0, "visit", visit.id, detail=detail))
     _update_tier(book, visit.id)
     capped = _earn(book, visit.id, amount)
     _gifts(book, visit, state)
@@ -116,6 +133,21 @@ def _visit(state: MemberState, visit: Visit, now: datetime, program: Program) ->
     return _decision(book, Outcome.REWARD_READY if ready else Outcome.STAMPED,
                      earned=sum(e.delta for e in book.entries if e.member == visit.member and e.kind in (EARN, BONUS)),
                      capped=capped)
+
+
+def since_last_visit(state: MemberState, visit: Visit, now: datetime) -> timedelta | None:
+    """Time since the member's last credited visit, by the most trustworthy clock at hand.
+
+    Same kiosk, same boot: the monotonic clock (immune to NTP steps). Otherwise wall time;
+    a wall clock behind the last visit (a Pi booted offline without an RTC) counts as
+    "just now", so a wrong clock never gives a free credit.
+    """
+    if state.last_visit_at is None:
+        return None
+    last = state.last_visit_clock
+    if visit.clock is not None and last is not None and last[0] == visit.clock.boot:
+        return timedelta(seconds=max(0.0, visit.clock.mono - last[1]))
+    return max(timedelta(0), now - state.last_visit_at)
 
 
 def _redeem(state: MemberState, redeem: Redeem, now: datetime, program: Program) -> Decision:

@@ -52,6 +52,7 @@ class MemberState:
     visits: int = 0
     redeemed: int = 0
     last_visit_at: datetime | None = None
+    last_visit_clock: tuple[str, float] | None = None  # (boot id, monotonic seconds) of that visit
     last_activity_at: datetime | None = None
     recent: tuple[tuple[datetime, Decimal], ...] = ()  # credited visits inside the tier window
     tier: str | None = None
@@ -67,7 +68,8 @@ def apply(state: MemberState, entry: Entry, at: datetime, program: Program) -> M
     changes: dict = {}
     if entry.kind == VISIT:
         amount = Decimal(entry.detail.get("amount") or 0)
-        changes = dict(visits=state.visits + 1, last_visit_at=at, last_activity_at=at,
+        clock = (entry.detail["boot"], float(entry.detail["mono"])) if "boot" in entry.detail else None
+        changes = dict(visits=state.visits + 1, last_visit_at=at, last_activity_at=at, last_visit_clock=clock,
                        recent=_window(state.recent + ((at, amount),), at, program),
                        applied=(state.applied + (entry.cause,))[-APPLIED_MEMORY:])
     elif entry.kind == REDEEM:

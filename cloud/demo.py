@@ -1,18 +1,22 @@
 """``make demo``: a hub and a simulated kiosk, end to end, in under a minute.
 
-The hub commands run as real processes (as an installer would type them); the kiosk
-runs its live loop on simulated hardware: a virtual camera that is shown rendered
-phone frames, gpiozero's mock pins for LED, buzzer and button, luma's dummy display.
-Simulated time moves the counter through ten visits so a reward is earned and redeemed.
+A private Mosquitto and the hub's ingest worker run as real processes, and so do the hub
+commands (as an installer would type them); the kiosk runs its live loop on simulated
+hardware: a virtual camera that is shown rendered phone frames, gpiozero's mock pins for
+LED, buzzer and button, luma's dummy display. Simulated time moves the counter through a
+week of visits so a reward is earned and redeemed, and every event reaches the hub.
 """
 
 from __future__ import annotations
 
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cloud.devbroker import Mosquitto
 from kiosk.app import ScanResult
 from kiosk.clock import FakeClock
 from kiosk.config import load_config
@@ -28,6 +33,7 @@ from kiosk.hardware import scenes
 from kiosk.hardware.camera import VirtualCamera
 from kiosk.loop import run as run_loop
 from kiosk.rules import load_program
+from kiosk.sync import open_sender
 from kiosk.wiring import build_kiosk
 
 OUT = Path("demo-out")
@@ -95,13 +101,44 @@ def _look(rng: np.random.Generator) -> scenes.Look:
                        glare=float(rng.uniform(0, 50)), contrast=float(rng.uniform(0.6, 1.0)))
 
 
-def run_kiosk(steps: list[Step]) -> list[tuple[Step, ScanResult]]:
-    print("\n2. Kiosk (simulated hardware): camera frames in, stamps and screens out")
-    config = load_config(None, env={}, kiosk__data_dir=str(OUT / "kiosk"), kiosk__shop_name="Demo Cafe",
-                         kiosk__program_file=str(PROGRAM), hardware__backend="sim")
+class Services:
+    """The private broker and the hub's ingest worker, stopped however the demo ends."""
+
+    def __init__(self) -> None:
+        self.broker = Mosquitto(OUT / "broker")
+        self.ingest: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Services":
+        print("\n2. Broker and hub: a private Mosquitto and `stempel-hub ingest`")
+        self.broker.start()
+        print(f"  mosquitto on 127.0.0.1:{self.broker.port} (log: {self.broker.log})")
+        command = ["stempel-hub", "--data-dir", str(OUT / "hub"), "ingest", "--host", "127.0.0.1",
+                   "--port", str(self.broker.port)]
+        print(f"  $ {' '.join(command)} &")
+        log = open(OUT / "ingest.log", "w")
+        self.ingest = subprocess.Popen([str(BIN / command[0]), *command[1:]], stdout=log, stderr=log)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.ingest and self.ingest.poll() is None:
+            self.ingest.send_signal(signal.SIGTERM)
+            try:
+                self.ingest.wait(10)
+            except subprocess.TimeoutExpired:
+                self.ingest.kill()
+        self.broker.stop()
+
+
+def run_kiosk(steps: list[Step], port: int) -> list[tuple[Step, ScanResult]]:
+    print("\n3. Kiosk (simulated hardware): camera frames in, stamps and screens out, events to the hub")
+    config = load_config(None, env={}, kiosk__id="counter-1", kiosk__data_dir=str(OUT / "kiosk"),
+                         kiosk__shop_name="Demo Cafe", kiosk__program_file=str(PROGRAM), hardware__backend="sim",
+                         mqtt__host="127.0.0.1", mqtt__port=port)
     clock = FakeClock(datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc))
     opened = clock.wall
     kiosk = build_kiosk(config, clock=clock)
+    sender = open_sender(config, kiosk.boot)
+    sender.start()
     camera, results, stop = VirtualCamera(), queue.Queue(), threading.Event()
     worker = threading.Thread(target=run_loop, args=(kiosk, camera, stop, results.put), daemon=True)
     worker.start()
@@ -124,6 +161,10 @@ def run_kiosk(steps: list[Step]) -> list[tuple[Step, ScanResult]]:
     stop.set()
     worker.join(5)
     kiosk.panel.close()
+    deadline = time.monotonic() + 20
+    while not sender.drained() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sender.stop()
     return done
 
 
@@ -145,13 +186,34 @@ def contact_sheet(count: int) -> Path:
     return path
 
 
+def hub_report(kiosk_events: int) -> bool:
+    """What arrived at the hub; True if every kiosk event is stored exactly once."""
+    from cloud.events import EventStore
+    from cloud.store import default_url
+
+    store = EventStore.open(default_url(OUT / "hub"))
+    try:
+        events = store.events(MERCHANT)
+        acked = store.acked_through(MERCHANT, "counter-1")
+    finally:
+        store.close()
+    kinds = Counter(e.kind for e in events)
+    print("\n5. At the hub (SQLite, written by the ingest worker)")
+    print(f"  {len(events)} of the kiosk's {kiosk_events} events stored, hub_seq "
+          f"{min((e.hub_seq for e in events), default=0)}..{max((e.hub_seq for e in events), default=0)}; "
+          f"acknowledged to the kiosk through seq {acked}")
+    print("  by kind: " + ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())))
+    return len(events) == kiosk_events and len({e.event_id for e in events}) == kiosk_events
+
+
 def main() -> None:
     shutil.rmtree(OUT, ignore_errors=True)
     (OUT / "frames").mkdir(parents=True)
     urls = setup_hub()
-    done = run_kiosk(script(urls, np.random.default_rng(2026)))
+    with Services() as services:
+        done = run_kiosk(script(urls, np.random.default_rng(2026)), services.broker.port)
     sheet = contact_sheet(len(done))
-    print("\n3. The kiosk ledger, folded into balances")
+    print("\n4. The kiosk ledger, folded into balances")
     from kiosk.ledger import Ledger
 
     program = load_program(PROGRAM)
@@ -162,7 +224,9 @@ def main() -> None:
         print(f"  member {member}: {state.balance} stamps, {state.visits} visits, {state.redeemed} rewards redeemed")
     rejected = [e.reason for e in ledger.events() if e.kind == "scan_rejected"]
     print(f"  rejected scans recorded: {', '.join(rejected)}")
+    kiosk_events = len(ledger.events())
     ledger.close()
+    arrived = hub_report(kiosk_events)
     print(f"\nDisplay frames: {OUT / 'display'}/NN.png (all on one sheet: {sheet})")
     print(f"Camera frames:  {OUT / 'frames'}/   Passes: {OUT}/pass-*.png")
     print(f"Try the live loop on them:  .venv/bin/stempel-kiosk run --simulate --replay {OUT / 'frames'} "
@@ -170,6 +234,8 @@ def main() -> None:
     outcomes = [r.outcome for _, r in done]
     if "redeemed" not in outcomes or "reward_ready" not in outcomes:
         sys.exit("demo: the reward was not earned and redeemed; see the lines above")
+    if not arrived:
+        sys.exit(f"demo: not every kiosk event reached the hub; see {OUT / 'ingest.log'}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ and the fix. The same schema will arrive over MQTT as ``config/desired``.
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kiosk.errors import ConfigError
 from kiosk.protocol.ids import check_id
 from kiosk.rules.program import Program, load_program
+from kiosk.tomlfile import explain, read_toml
 
 DEFAULT_PATH = Path("/etc/stempel/kiosk.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/stempel")
@@ -104,15 +104,6 @@ class KioskConfig(BaseModel):
         return self.kiosk.hub_keys_file or self.kiosk.data_dir / "hub-keys.json"
 
 
-def _explain(exc: ValidationError, source: str) -> ConfigError:
-    lines = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        hint = "remove it or check its spelling" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"{source}: [{where}] {hint}")
-    return ConfigError("\n".join(lines))
-
-
 def load_config(path: Path | str | None = None, env: dict[str, str] | None = None, **overrides) -> KioskConfig:
     """Load the kiosk config from *path* (or ``STEMPEL_CONFIG``, or the default if present).
 
@@ -127,12 +118,7 @@ def load_config(path: Path | str | None = None, env: dict[str, str] | None = Non
         chosen = DEFAULT_PATH
     if chosen is not None:
         source = str(chosen)
-        try:
-            raw = tomllib.loads(chosen.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{chosen}: no such config file (pass --config or set STEMPEL_CONFIG)") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{chosen}: not valid TOML: {exc}") from exc
+        raw = read_toml(chosen, "pass --config or set STEMPEL_CONFIG")
     if env.get("STEMPEL_HARDWARE"):
         raw.setdefault("hardware", {})["backend"] = env["STEMPEL_HARDWARE"]
     if env.get("STEMPEL_DATA_DIR"):
@@ -144,23 +130,9 @@ def load_config(path: Path | str | None = None, env: dict[str, str] | None = Non
     try:
         config = KioskConfig.model_validate(raw)
     except ValidationError as exc:
-        raise _explain(exc, source) from exc
+        raise explain(exc, source) from exc
     if chosen is not None:  # relative paths in a file are relative to that file
-        base = chosen.parent
-        kiosk = config.kiosk
-        if not kiosk.data_dir.is_absolute() and overrides.get("kiosk__data_dir") is None:
-            kiosk.data_dir = base / kiosk.data_dir
-        if kiosk.keys_file and not kiosk.keys_file.is_absolute():
-            kiosk.keys_file = base / kiosk.keys_file
-        if kiosk.hub_keys_file and not kiosk.hub_keys_file.is_absolute():
-            kiosk.hub_keys_file = base / kiosk.hub_keys_file
-        if kiosk.program_file and not kiosk.program_file.is_absolute():
-            kiosk.program_file = base / kiosk.program_file
-        if config.mqtt is not None:
-            for name in ("password_file", "ca_file", "cert_file", "key_file"):
-                value = getattr(config.mqtt, name)
-                if value is not None and not value.is_absolute():
-                    setattr(config.mqtt, name, base / value)
+        _resolve_paths(config, chosen.parent, data_dir_given=overrides.get("kiosk__data_dir") is not None)
         if config.mqtt is not None:  # the bundle from `stempel-hub add-kiosk` names its files relatively
             for name in ("password_file", "ca_file", "cert_file", "key_file"):
                 value = getattr(config.mqtt, name)
@@ -171,3 +143,16 @@ def load_config(path: Path | str | None = None, env: dict[str, str] | None = Non
             raise ConfigError(f"{source}: give either [kiosk] program_file or a [program] table, not both")
         config.program = load_program(config.kiosk.program_file)
     return config
+
+
+def _resolve_paths(config: KioskConfig, base: Path, data_dir_given: bool) -> None:
+    """Paths written in a config file are relative to that file (a bundle works wherever it lands)."""
+    fields = [(config.kiosk, "keys_file"), (config.kiosk, "hub_keys_file"), (config.kiosk, "program_file")]
+    if not data_dir_given:
+        fields.append((config.kiosk, "data_dir"))
+    if config.mqtt is not None:
+        fields += [(config.mqtt, name) for name in ("password_file", "ca_file", "cert_file", "key_file")]
+    for section, name in fields:
+        value = getattr(section, name)
+        if value is not None and not value.is_absolute():
+            setattr(section, name, base / value)

@@ -7,7 +7,6 @@ messages that name the field and the fix; the caller keeps the previous one in f
 
 from __future__ import annotations
 
-import tomllib
 from datetime import date, time, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kiosk.errors import ConfigError
 from kiosk.protocol.ids import ID_PATTERN
+from kiosk.tomlfile import explain, read_toml
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -233,34 +233,15 @@ class Program(_Doc):
         return [t.name for t in self.tiers.levels] if self.tiers else []
 
 
-def explain(exc: ValidationError, source: str) -> ConfigError:
-    """Turn pydantic's errors into one ConfigError that names each field and the fix."""
-    lines = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "programme"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field; remove it or check its spelling"
-        lines.append(f"{source}: [{where}] {msg}")
-    return ConfigError("\n".join(lines))
-
-
 def parse_program(raw: dict, source: str = "programme") -> Program:
     """Validate a programme document (a parsed TOML/JSON mapping); raises ConfigError."""
     try:
         return Program.model_validate(raw)
     except ValidationError as exc:
-        raise explain(exc, source) from exc
+        raise explain(exc, source, whole="programme") from exc
 
 
 def load_program(path: Path | str) -> Program:
     """Read and validate a programme TOML file; raises ConfigError naming the field and the fix."""
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such programme file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_program(raw, str(path))
+    return parse_program(read_toml(Path(path), "give the path of a programme TOML"), str(path))
 

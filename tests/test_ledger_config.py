@@ -49,7 +49,7 @@ def test_config_file_env_and_overrides(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ('[kiosk]\nid = "Counter 1"\n', "[kiosk.id]"),
     ('[hardware]\ncamera = "webcam"\n', "[hardware.camera]"),
-    ('[hardwre]\n', "[hardwre] remove it or check its spelling"),
+    ('[hardwre]\n', "[hardwre] unknown field; remove it or check its spelling"),
     ('[program]\ncooldown_minutes = -5\n', "[program.cooldown_minutes]"),
     ("[kiosk\n", "not valid TOML"),
 ])

@@ -29,6 +29,7 @@ test: system-deps $(READY)
 
 bench: system-deps $(READY)
 	$(PY) bench/scan_pipeline.py
+	$(PY) bench/rules.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

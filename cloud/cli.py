@@ -71,6 +71,18 @@ def issue_pass(hub, merchant: str, member_name: str, member_id: str | None, out:
     click.echo(issued.url)
 
 
+@main.command("revoke-pass")
+@click.option("--merchant", required=True)
+@click.option("--member", required=True, help="The member id printed by issue-pass.")
+@click.pass_obj
+def revoke_pass(hub, merchant: str, member: str) -> None:
+    """Refuse a member's pass from now on (then publish the keys to the kiosks)."""
+    hub = _open(hub)
+    changed = _run(lambda: passes.revoke_member(hub.engine, merchant, member))
+    click.echo(f"member {member}: pass {'revoked' if changed else 'was already revoked'}; "
+               f"kiosks refuse it once they have the new key list (`stempel-hub keys publish --merchant {merchant}`)")
+
+
 @main.command("export-keys")
 @click.option("--merchant", required=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write here instead of standard output.")

@@ -60,6 +60,19 @@ def issue_pass(engine: Engine, keys: KeyStore, merchant: str, member_name: str, 
     return IssuedPass(member, url, Path(out), qr.make_qr(url).version)
 
 
+def revoke_member(engine: Engine, merchant: str, member: str) -> bool:
+    """Mark *member*'s pass revoked (lost phone, abuse); False if it already was."""
+    with Session(engine) as session, session.begin():
+        _merchant_or_fail(session, merchant)
+        row = session.get(Member, member)
+        if row is None or row.merchant_id != merchant:
+            raise ConfigError(f"merchant {merchant!r} has no member {member!r}")
+        if row.revoked:
+            return False
+        row.revoked = True
+        return True
+
+
 def export_keys(engine: Engine, merchant: str) -> KeysDocument:
     """The public keys and revocations a kiosk of *merchant* needs."""
     with Session(engine) as session:

@@ -24,7 +24,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from cloud.store import Base, DeadLetter, HubEvent, KioskProgress, LedgerOutbox, LedgerStream, utcnow
+from cloud.conflicts import record_conflicts
+from cloud.store import Base, Conflict, DeadLetter, HubEvent, KioskProgress, LedgerOutbox, LedgerStream, utcnow
 from kiosk.errors import MessageError
 from kiosk.protocol.messages import EventBatch, LedgerBatch, LedgerEntry, WireEvent, decode
 from kiosk.protocol.topics import parse_kiosk_topic
@@ -45,6 +46,7 @@ class Stored:
     rejected: int = 0
     acked_through_seq: int = 0
     dead_letter: str | None = None  # why the whole message was refused
+    conflicts: int = 0  # members whose balance this message took below zero
 
 
 @dataclass(frozen=True)
@@ -119,10 +121,11 @@ class EventStore:
             if progress is None:
                 progress = KioskProgress(merchant_id=merchant, kiosk_id=kiosk, acked_through_seq=0)
                 session.add(progress)
-            new, duplicates, rejected = self._insert(session, stream, topic, merchant, kiosk, events)
+            rows, duplicates, rejected = self._insert(session, stream, topic, merchant, kiosk, events)
+            conflicts = record_conflicts(session, merchant, rows)
             progress.acked_through_seq = _contiguous(session, merchant, kiosk, progress.acked_through_seq)
             acked = progress.acked_through_seq
-        return Stored(merchant, kiosk, new, duplicates, rejected, acked)
+        return Stored(merchant, kiosk, len(rows), duplicates, rejected, acked, conflicts=len(conflicts))
 
     def _lock_stream(self, session: Session, merchant: str) -> LedgerStream:
         insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
@@ -131,7 +134,7 @@ class EventStore:
                                .with_for_update()).one()
 
     def _insert(self, session: Session, stream: LedgerStream, topic: str, merchant: str, kiosk: str,
-                events: list[WireEvent]) -> tuple[int, int, int]:
+                events: list[WireEvent]) -> tuple[list[HubEvent], int, int]:
         known = {row.event_id: row for row in session.execute(
             select(HubEvent.event_id, HubEvent.merchant_id, HubEvent.kiosk_id, HubEvent.kiosk_seq)
             .where(HubEvent.event_id.in_([e.event_id for e in events])))}
@@ -160,7 +163,7 @@ class EventStore:
         session.add_all(rows)
         session.flush()
         session.add_all(LedgerOutbox(event_pk=r.id, merchant_id=merchant) for r in rows)
-        return len(rows), duplicates, rejected
+        return rows, duplicates, rejected
 
     def _dead(self, topic: str, payload: bytes, reason: str, merchant: str | None, kiosk: str | None) -> Stored:
         with Session(self.engine) as session, session.begin():
@@ -215,6 +218,24 @@ class EventStore:
         query = select(HubEvent).where(HubEvent.merchant_id == merchant).order_by(HubEvent.hub_seq)
         if kiosk is not None:
             query = query.where(HubEvent.kiosk_id == kiosk)
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(query))
+
+    def ledger_after(self, merchant: str, after_hub_seq: int, limit: int = 500) -> tuple[list[LedgerEntry], int]:
+        """Up to *limit* entries of *merchant*'s ledger after *after_hub_seq*, and the current head
+        (the last ``hub_seq``), read in one transaction: the answer to a kiosk's sync request."""
+        with Session(self.engine) as session, session.begin():
+            head = session.scalar(select(LedgerStream.last_hub_seq).where(LedgerStream.merchant_id == merchant)) or 0
+            rows = session.scalars(select(HubEvent).where(HubEvent.merchant_id == merchant,
+                                                          HubEvent.hub_seq > after_hub_seq)
+                                   .order_by(HubEvent.hub_seq).limit(limit))
+            return [ledger_entry(ev) for ev in rows], head
+
+    def conflicts(self, merchant: str | None = None) -> list[Conflict]:
+        """Recorded balance conflicts, oldest first."""
+        query = select(Conflict).order_by(Conflict.id)
+        if merchant is not None:
+            query = query.where(Conflict.merchant_id == merchant)
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.scalars(query))
 

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from cloud.hubkey import hub_signing_key
-from cloud.store import Base, get_merchant, utcnow
+from cloud.store import Base, Merchant, utcnow
 from kiosk.bus import MqttBus
 from kiosk.errors import ConfigError
 from kiosk.protocol import signed, topics
@@ -54,10 +54,11 @@ def prepare(engine: Engine, data_dir: Path, merchant: str, program: Program, kio
         check_id(kiosk, "kiosk")
     key = hub_signing_key(data_dir)
     with Session(engine) as session, session.begin():
-        if get_merchant(session, merchant) is None:
+        # Lock the merchant row so two pushes at once cannot take the same version.
+        if session.get(Merchant, merchant, with_for_update=True) is None:
             raise ConfigError(f"unknown merchant {merchant!r}: run `stempel-hub init --merchant {merchant}` first")
         current = session.scalar(select(func.coalesce(func.max(ConfigRevision.version), 0)).where(
-            ConfigRevision.merchant_id == merchant, ConfigRevision.kiosk_id == (kiosk or "")).with_for_update())
+            ConfigRevision.merchant_id == merchant, ConfigRevision.kiosk_id == (kiosk or "")))
         doc = signed.sign({"schema": SCHEMA, "merchant": merchant, "kiosk": kiosk, "version": (current or 0) + 1,
                            "issued_at": utcnow().isoformat(), "program": program.model_dump(mode="json")}, key)
         session.add(ConfigRevision(merchant_id=merchant, kiosk_id=kiosk or "", version=doc["version"],

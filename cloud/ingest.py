@@ -8,7 +8,8 @@ idempotent. Accepted events reach the merchant's ``ledger`` topic from the
 ``ledger_outbox`` table by a relay thread, after the commit, so a crash between insert
 and publish loses nothing (the lease expires and the row is published again).
 
-Several workers share the load through an MQTT 5 shared subscription.
+Several workers share the load through an MQTT 5 shared subscription. Each worker also
+answers kiosks' catch-up requests (cloud/sync_responder.py) on the same connection.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import tomllib
 from pathlib import Path
 
 from cloud.events import EventStore, Stored, ingest_with_retry
+from cloud.sync_responder import SyncResponder
 from kiosk.bus import Bus, BusSettings, Message, MqttBus, Tls
 from kiosk.errors import BusError, ConfigError
 from kiosk.protocol import topics
@@ -77,7 +79,8 @@ class IngestWorker:
         message.ack()
         log.info("ingest.stored", extra={"worker": self.worker_id, "topic": message.topic, "dup": message.dup,
                                          "new": stored.new, "duplicates": stored.duplicates,
-                                         "rejected": stored.rejected, "acked": stored.acked_through_seq})
+                                         "rejected": stored.rejected, "acked": stored.acked_through_seq,
+                                         "conflicts": stored.conflicts})
         self._publish_ack(stored)
         if stored.new:
             self._relay_wake.set()
@@ -160,10 +163,13 @@ def serve(store: EventStore, settings: BusSettings, *, worker_id: str, group: st
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    worker = IngestWorker(store, MqttBus(settings), worker_id=worker_id, group=group,
-                          crash_after_commits=crash_after_commits)
+    bus = MqttBus(settings)
+    responder = SyncResponder(store, bus, group=group)
+    worker = IngestWorker(store, bus, worker_id=worker_id, group=group, crash_after_commits=crash_after_commits)
+    responder.start()
     worker.start()
     log.info("ingest.started", extra={"worker": worker_id, "host": settings.host, "port": settings.port})
     stop.wait()
     worker.stop()
+    responder.stop()
     store.close()

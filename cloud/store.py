@@ -144,3 +144,21 @@ class DeadLetter(Base):
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     reason: Mapped[str] = mapped_column(String(500))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Conflict(Base):
+    """A member's balance went below zero when the kiosks' ledgers merged (e.g. two kiosks
+    offline at once both redeemed the same reward). Recorded once per member and first
+    event that took the balance below zero; the owner sees and settles it."""
+
+    __tablename__ = "conflicts"
+    __table_args__ = (UniqueConstraint("merchant_id", "member_id", "first_event_id"),)
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[str] = mapped_column(String(32), index=True)
+    member_id: Mapped[str] = mapped_column(String(32))
+    balance: Mapped[int] = mapped_column(Integer)  # the lowest the balance went
+    first_event_id: Mapped[str] = mapped_column(String(36))  # the event that took it below zero
+    event_ids: Mapped[list] = mapped_column(JSON)  # the spending events that overlapped (oldest first)
+    kiosks: Mapped[list] = mapped_column(JSON)  # the kiosks those events came from
+    detected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -91,34 +91,43 @@ def scan_image(images, config_path, data_dir, display_out, amount, as_json) -> N
 def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
     """Run the live loop: camera, display, LED, buzzer and the staff button."""
     from kiosk.loop import run as run_loop
-    from kiosk.wiring import build_kiosk
+    from kiosk.wiring import build_kiosk, effective_config
 
     overrides = {"hardware__backend": "sim" if simulate else None, "hardware__replay_dir": replay_dir}
     config = _load(config_path, data_dir, **overrides)
-    hw = config.hardware
+    hw = _guard(lambda: effective_config(config)).hardware  # the hub may have pushed hardware settings
     kiosk = _guard(lambda: build_kiosk(config))
-    sender = _start_sync(config, kiosk.boot)
+    sender, remote = _start_sync(config, kiosk.boot)
     replay = sorted(Path(hw.replay_dir).glob("*.png")) if hw.replay_dir else []
     camera = _guard(lambda: open_camera(hw.camera_kind(), replay))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     click.echo(f"kiosk {config.kiosk.id} running ({hw.backend}, camera {hw.camera_kind()}); Ctrl-C stops", err=True)
-    run_loop(kiosk, camera, stop, on_result=lambda r: _print(r, as_json))
+    run_loop(kiosk, camera, stop, on_result=lambda r: _print(r, as_json),
+             updates=remote.updates if remote is not None else None)
     camera.close()
+    if remote is not None:
+        remote.stop()
     if sender is not None:  # a finished replay gets a moment to hand its events to the hub
         sender.stop(drain=0.0 if stop.is_set() else 10.0)
 
 
 def _start_sync(config: KioskConfig, boot: str):
-    """Start store-and-forward to the hub when [mqtt] is configured (it connects in the background)."""
+    """Start the link to the hub when [mqtt] is configured (it connects in the background):
+    store-and-forward of the ledger, and everything the hub sends (config, keys, ledger)."""
     if config.mqtt is None:
-        return None
+        return None, None
+    from kiosk.remote import open_remote
+    from kiosk.status import StatusBoard
     from kiosk.sync import open_sender
 
-    sender = _guard(lambda: open_sender(config, boot))
+    status = StatusBoard()
+    sender = _guard(lambda: open_sender(config, boot, status=status))
+    remote = _guard(lambda: open_remote(config, sender.bus, status))
+    remote.start()
     sender.start()
-    return sender
+    return sender, remote
 
 
 @main.command()
@@ -170,9 +179,9 @@ def simulate_program(program_path, visits_path, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def explain(config_path, data_dir, member, as_json) -> None:
     """Print a member's balance with the rule behind every ledger entry."""
-    from kiosk.ledger import Ledger
+    from kiosk.ledger import Event, Ledger
     from kiosk.rules import ready_rewards
-    from kiosk.wiring import ledger_path
+    from kiosk.wiring import effective_config, ledger_path
 
     config = _load(config_path, data_dir)
     path = ledger_path(config)
@@ -180,9 +189,10 @@ def explain(config_path, data_dir, member, as_json) -> None:
         click.echo(f"error: {path}: no ledger here; pass --data-dir or --config", err=True)
         sys.exit(2)
     ledger = Ledger(path)
-    program = config.program
+    program = _guard(lambda: effective_config(config)).program  # the programme the hub pushed, if any
     rows, balance = [], 0
-    for event in ledger.events(member):
+    # this kiosk's events and those of the merchant's other kiosks, in the order every kiosk folds them
+    for event in sorted(ledger.events(member) + ledger.foreign_events(member), key=Event.order):
         balance += event.delta
         rows.append({"time": event.occurred_at.isoformat(), "kind": event.kind, "delta": event.delta,
                      "rule": event.rule, "reward": event.reward, "balance": balance,

@@ -3,6 +3,11 @@
 Every event gets a UUIDv7 ``event_id`` and a per-kiosk ``kiosk_seq``; balances are folded
 from events, never stored. ``append`` returns only after the commit is on disk, so the
 kiosk shows feedback only for events that survive a power cut.
+
+Events of the merchant's other kiosks arrive from the hub's ``ledger`` stream and are kept
+in ``hub_events`` (once per ``event_id``, with the hub's ``hub_seq``); a member's state is
+the fold of the union of both tables, in ``(occurred_at, event_id)`` order, so every kiosk
+of a merchant folds the same events in the same order and shows the same balance.
 """
 
 from __future__ import annotations
@@ -13,11 +18,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kiosk.errors import LedgerError
 from kiosk.protocol.ids import new_event_id
 from kiosk.rules.program import Program
 from kiosk.rules.state import Entry, MemberState, fold
+
+if TYPE_CHECKING:  # the wire models cost ~0.1 s to import; a scan-image run never needs them
+    from kiosk.protocol.messages import LedgerEntry
 
 SCAN_REJECTED = "scan_rejected"
 
@@ -43,6 +52,31 @@ CREATE TABLE IF NOT EXISTS counter_session (
     boot_id     TEXT NOT NULL,
     expires_mono REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS hub_events (
+    hub_seq     INTEGER PRIMARY KEY,
+    event_id    TEXT NOT NULL UNIQUE,
+    kiosk       TEXT NOT NULL,
+    kiosk_seq   INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    member      TEXT,
+    delta       INTEGER NOT NULL DEFAULT 0,
+    rule        TEXT,
+    reward      TEXT,
+    reason      TEXT,
+    detail      TEXT,
+    occurred_at TEXT NOT NULL,
+    mono_ns     INTEGER NOT NULL,
+    boot_id     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hub_events_member ON hub_events (member, hub_seq);
+CREATE TABLE IF NOT EXISTS hub_cursor (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    applied_through INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS hub_events_append_only_u BEFORE UPDATE ON hub_events
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS hub_events_append_only_d BEFORE DELETE ON hub_events
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events
@@ -73,9 +107,30 @@ class Event:
         return Entry(self.kind, self.member or "", self.delta, self.rule or "", self.detail.get("cause", ""),
                      self.reward, detail)
 
+    def order(self) -> tuple[datetime, str]:
+        """Where this event sits in a member's history on every kiosk of the merchant."""
+        return self.occurred_at, self.event_id
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """A member's folded state and how far it has read each table."""
+
+    own_seq: int
+    hub_seq: int
+    last: tuple[datetime, str] | None  # the order key of the newest event folded in
+    state: MemberState
+
+
+_OWN_ROWS = "SELECT * FROM events WHERE member = ? AND kiosk_seq > ? ORDER BY kiosk_seq"
+_HUB_ROWS = ("SELECT hub_seq, event_id, kiosk, kiosk_seq, kind, member, delta, rule, reward, reason, detail,"
+             " occurred_at, mono_ns, boot_id FROM hub_events WHERE member = ? AND hub_seq > ? ORDER BY hub_seq")
+
 
 class Ledger:
-    """One SQLite file per kiosk; one writer (the kiosk loop), any number of readers."""
+    """One SQLite file per kiosk, any number of readers. One writer per table: the kiosk loop
+    appends to ``events``, the remote link's thread (its own connection) to ``hub_events``;
+    SQLite's write lock (WAL, busy timeout) keeps the two apart."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -84,10 +139,10 @@ class Ledger:
             self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(f"BEGIN;{_SCHEMA}COMMIT;")  # one transaction: one fsync, all or nothing
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open the ledger at {self.path}: {exc}") from exc
-        self._snapshots: dict[str, tuple[int, MemberState]] = {}
+        self._snapshots: dict[str, _Snapshot] = {}
         self._snapshot_program: Program | None = None
 
     def close(self) -> None:
@@ -124,18 +179,93 @@ class Ledger:
         return out
 
     def member_state(self, member: str, program: Program) -> MemberState:
-        """The member's state under *program*: the cached snapshot plus any newer rows folded on."""
+        """The member's state under *program*: the fold of their own and foreign events.
+
+        A cached snapshot is extended with newer rows when they sort after everything it
+        holds; a row that sorts earlier (a foreign event made while this kiosk was offline,
+        or a wall clock set back) makes it fold the member's history again from the start.
+        """
         if program is not self._snapshot_program:  # state depends on the programme (windows, time zone)
             self._snapshots.clear()
             self._snapshot_program = program
-        seq, state = self._snapshots.get(member, (0, None))
-        rows = self._db.execute("SELECT * FROM events WHERE member = ? AND kiosk_seq > ? ORDER BY kiosk_seq",
-                                (member, seq)).fetchall()
-        if rows or state is None:
-            state = fold(member, ((e.entry(), e.occurred_at) for e in map(self._event, rows)
-                                  if e.kind != SCAN_REJECTED), program, start=state)
-            self._snapshots[member] = (rows[-1][0] if rows else seq, state)
-        return state
+        snap = self._snapshots.get(member)
+        if snap is not None:
+            own, own_seq = self._own_after(member, snap.own_seq)
+            foreign, hub_seq = self._foreign_after(member, snap.hub_seq)
+            if not own and not foreign:
+                return snap.state
+            new = _ordered(own + foreign)
+            if not new or snap.last is None or new[0].order() > snap.last:
+                return self._fold(member, new, program, snap, own_seq, hub_seq).state
+        own, own_seq = self._own_after(member, 0)
+        foreign, hub_seq = self._foreign_after(member, 0)
+        return self._fold(member, _ordered(own + foreign), program, None, own_seq, hub_seq).state
+
+    def _fold(self, member: str, events: list[Event], program: Program, snap: _Snapshot | None,
+              own_seq: int, hub_seq: int) -> _Snapshot:
+        state = fold(member, ((e.entry(), e.occurred_at) for e in events), program,
+                     start=snap.state if snap else None)
+        last = events[-1].order() if events else (snap.last if snap else None)
+        self._snapshots[member] = new = _Snapshot(own_seq, hub_seq, last, state)
+        return new
+
+    def _own_after(self, member: str, seq: int) -> tuple[list[Event], int]:
+        rows = self._db.execute(_OWN_ROWS, (member, seq)).fetchall()
+        return [self._event(r) for r in rows], (rows[-1][0] if rows else seq)
+
+    def _foreign_after(self, member: str, hub_seq: int) -> tuple[list[Event], int]:
+        rows = self._db.execute(_HUB_ROWS, (member, hub_seq)).fetchall()
+        return [_foreign(r) for r in rows], (rows[-1][0] if rows else hub_seq)
+
+    # -- the hub's ledger stream (written by the remote link's thread, read by member_state) --
+    def hub_applied_through(self) -> int:
+        """The highest ``hub_seq`` up to which every entry of the merchant's stream is applied."""
+        row = self._db.execute("SELECT applied_through FROM hub_cursor WHERE id = 1").fetchone()
+        return row[0] if row else 0
+
+    def apply_hub_entries(self, entries: Sequence["LedgerEntry"], own_kiosk: str) -> tuple[int, int]:
+        """Apply the run of entries that continues the stream, in one transaction.
+
+        Entries at or below the cursor are repeats and skipped; the run stops at the first
+        gap. This kiosk's own events (already in ``events``) only move the cursor; an event
+        with this kiosk's id that ``events`` does not hold (the ledger was lost and the kiosk
+        set up again) is kept like a foreign one, so the member's history stays whole.
+        Returns ``(applied_through, events stored)``.
+        """
+        stored = 0
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            cursor = self.hub_applied_through()
+            for e in sorted(entries, key=lambda x: x.hub_seq):
+                if e.hub_seq <= cursor:
+                    continue
+                if e.hub_seq != cursor + 1:
+                    break
+                cursor = e.hub_seq
+                if e.kiosk == own_kiosk and self._is_own(e.event_id):
+                    continue
+                stored += self._db.execute(
+                    "INSERT OR IGNORE INTO hub_events (hub_seq, event_id, kiosk, kiosk_seq, kind, member, delta, rule,"
+                    " reward, reason, detail, occurred_at, mono_ns, boot_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (e.hub_seq, e.event_id, e.kiosk, e.kiosk_seq, e.kind, e.member, e.delta, e.rule, e.reward,
+                     e.reason, json.dumps(e.detail), e.occurred_at.isoformat(), e.mono_ns, e.boot_id)).rowcount
+            self._db.execute("INSERT INTO hub_cursor (id, applied_through) VALUES (1, ?) ON CONFLICT (id) DO UPDATE"
+                             " SET applied_through = excluded.applied_through", (cursor,))
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise LedgerError(f"could not store hub events in the ledger at {self.path}: {exc}") from exc
+        return cursor, stored
+
+    def _is_own(self, event_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM events WHERE event_id = ?", (event_id,)).fetchone() is not None
+
+    def foreign_events(self, member: str | None = None) -> list[Event]:
+        """Events of the merchant's other kiosks (from the hub), in ``hub_seq`` order."""
+        sql = _HUB_ROWS if member is not None else _HUB_ROWS.replace("member = ? AND ", "")
+        rows = self._db.execute(sql, (member, 0) if member is not None else (0,))
+        return [_foreign(r) for r in rows]
 
     def events_after(self, kiosk_seq: int, limit: int = 500) -> list[Event]:
         """Events with a sequence number above *kiosk_seq*, oldest first (the outbox reads this)."""
@@ -170,3 +300,14 @@ class Ledger:
 
     def session(self) -> tuple[str, str, float] | None:
         return self._db.execute("SELECT member, boot_id, expires_mono FROM counter_session").fetchone()
+
+
+def _ordered(events: list[Event]) -> list[Event]:
+    """Balance-relevant events in the merchant-wide order (rejected scans change no state)."""
+    return sorted((e for e in events if e.kind != SCAN_REJECTED), key=Event.order)
+
+
+def _foreign(row: tuple) -> Event:
+    """A ``hub_events`` row as an Event (its ``kiosk_seq`` is the other kiosk's)."""
+    _hub_seq, event_id, _kiosk, kiosk_seq, *rest = row
+    return Ledger._event((kiosk_seq, event_id, *rest))

@@ -10,6 +10,7 @@ import time
 from kiosk.app import Kiosk, ScanResult
 from kiosk.errors import CameraError, CameraExhausted, UnreadableImage
 from kiosk.hardware.camera import Camera
+from kiosk.updates import Updates
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,11 @@ class Debouncer:
 
 
 def run(kiosk: Kiosk, camera: Camera, stop: threading.Event, on_result=lambda r: None,
-        idle_after: float = 5.0) -> None:
-    """Run until *stop* is set or a replay camera runs out; every result goes to *on_result*."""
+        idle_after: float = 5.0, updates: Updates | None = None) -> None:
+    """Run until *stop* is set or a replay camera runs out; every result goes to *on_result*.
+
+    *updates* (programme, keys from the hub) are applied here, between frames, never mid-scan.
+    """
     presses: queue.SimpleQueue[None] = queue.SimpleQueue()
     if kiosk.panel is not None:
         kiosk.panel.on_press(lambda: presses.put(None))
@@ -40,6 +44,8 @@ def run(kiosk: Kiosk, camera: Camera, stop: threading.Event, on_result=lambda r:
     last_activity = clock.monotonic()
     kiosk.show_idle()
     while not stop.is_set():
+        if updates is not None:
+            updates.apply_pending(kiosk)
         while not presses.empty():
             presses.get()
             on_result(kiosk.press_button())

@@ -27,6 +27,7 @@ from kiosk.errors import BusError, ConfigError, LedgerError, MessageError
 from kiosk.ledger import Event, Ledger
 from kiosk.protocol import topics
 from kiosk.protocol.messages import EventBatch, EventsAck, KioskState, WireEvent, decode, encode
+from kiosk.status import StatusBoard
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class OutboxSender:
 
     def __init__(self, ledger_path: Path, bus: Bus, *, merchant: str, kiosk: str, boot_id: str,
                  software_version: str, settings: SenderSettings = SenderSettings(),
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, status: StatusBoard | None = None) -> None:
         self.ledger_path = Path(ledger_path)
         self.bus = bus
         self.merchant = merchant
@@ -118,12 +119,16 @@ class OutboxSender:
         self._lock = threading.Lock()
         self._hub_acked = 0  # highest ack heard from the hub, not yet persisted
         self._reconnected = False
+        self._state_requested = False
         self._drained = threading.Event()
         self._last_seen: int | None = None  # the ledger's last seq, as the loop last read it
         self._thread = threading.Thread(target=self._run, name=f"sync-{kiosk}", daemon=True)
         self._state = SyncState(self.ledger_path)
         self.acked_through_seq = self._state.acked()
         self.last_error: str | None = None
+        self.status = status  # applied config versions and errors of the remote link, for ``state``
+        if status is not None:
+            status.on_change(self.request_state)
 
     def start(self) -> None:
         """Subscribe to our ack, start the bus (it connects in the background) and the loop."""
@@ -134,6 +139,12 @@ class OutboxSender:
 
     def wake(self) -> None:
         """New events were written: look now instead of at the next poll."""
+        self._wake.set()
+
+    def request_state(self) -> None:
+        """Publish ``state`` at the next step (something the hub should see changed)."""
+        with self._lock:
+            self._state_requested = True
         self._wake.set()
 
     def drained(self) -> bool:
@@ -211,9 +222,11 @@ class OutboxSender:
 
     def _state_message(self, status: str, last_seq: int | None = None) -> tuple[str, bytes]:
         depth = None if last_seq is None else max(0, last_seq - self.acked_through_seq)
+        board = self.status
         state = KioskState(status=status, boot_id=self.boot_id, software_version=self.software_version,
                            outbox_depth=depth, last_seq=last_seq, acked_through_seq=self.acked_through_seq,
-                           last_error=self.last_error)
+                           last_error=self.last_error or (board.last_error() if board else None),
+                           applied_config=board.applied() if board else {})
         return topics.state(self.merchant, self.kiosk), encode(state)
 
 
@@ -237,6 +250,8 @@ class _Loop:
             self.waiting_since, self.timeout = now, s.settings.ack_timeout
         with s._lock:
             reconnected, s._reconnected = s._reconnected, False
+            if s._state_requested:
+                self.state_due, s._state_requested = 0.0, False
         if reconnected:  # the broker may have lost anything not yet acked by the hub
             self.sent_through, self.state_due = s.acked_through_seq, 0.0
             self.waiting_since = now
@@ -287,7 +302,7 @@ class _Loop:
             log.info("sync.state_failed", extra={"error": str(exc)})
 
 
-def open_sender(config: KioskConfig, boot_id: str) -> OutboxSender:
+def open_sender(config: KioskConfig, boot_id: str, status: StatusBoard | None = None) -> OutboxSender:
     """Build (not start) the sender for ``[mqtt]``; raises ConfigError for an unreadable password file."""
     from kiosk.wiring import ledger_path, merchant_of
 
@@ -308,7 +323,7 @@ def open_sender(config: KioskConfig, boot_id: str) -> OutboxSender:
     settings = SenderSettings(batch_size=m.batch_size, ack_timeout=m.ack_timeout_seconds,
                               warn_depth=m.outbox_warn_depth)
     return OutboxSender(ledger_path(config), bus, merchant=merchant, kiosk=kiosk, boot_id=boot_id,
-                        software_version=software_version(), settings=settings)
+                        software_version=software_version(), settings=settings, status=status)
 
 
 def software_version() -> str:

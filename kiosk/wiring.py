@@ -59,12 +59,34 @@ def ledger_path(config: KioskConfig):
     return config.kiosk.data_dir / "ledger.sqlite3"
 
 
+def open_fleet_config(config: KioskConfig):
+    """The config documents the hub pushed before, restored (checked again) from the data folder.
+
+    Their programme takes precedence over the file's, and the kiosk document's hardware
+    settings over ``[hardware]``, so what the owner pushed survives a restart.
+    """
+    from kiosk.config_sync import FleetConfig
+
+    fleet = FleetConfig(merchant_of(config), config.kiosk.id, load_hub_keys(config), config.kiosk.data_dir,
+                        config.program, config.hardware)
+    fleet.restore()
+    return fleet
+
+
+def effective_config(config: KioskConfig) -> KioskConfig:
+    """*config* with the pushed programme and hardware in force (what this start will run)."""
+    fleet = open_fleet_config(config)
+    return config.model_copy(update={"program": fleet.program(), "hardware": fleet.hardware()})
+
+
 def build_kiosk(config: KioskConfig, *, clock: Clock | None = None, with_panel: bool = True) -> Kiosk:
-    """Open every stage the config names; raises ConfigError / HardwareError with a fix."""
+    """Open every stage the config (and the config the hub pushed) names; raises ConfigError /
+    HardwareError with a fix."""
     clock = clock or SystemClock()
     keyring = load_keyring(config)
-    hw = config.hardware
     ledger = Ledger(ledger_path(config))
+    config = effective_config(config)
+    hw = config.hardware
     boot = boot_id()
     panel = None
     if with_panel:

@@ -16,6 +16,7 @@ from cloud.hubkey import hub_signing_key
 from kiosk.protocol import topics
 from kiosk.protocol.passes import key_id
 from kiosk.remote_config import ConfigApplier
+from hubdb import hub_url, pg_database  # noqa: F401  (fixtures)
 from mosquitto import Mosquitto
 from mqtt_peer import Peer
 
@@ -97,3 +98,18 @@ def test_fleet_status_shows_who_runs_the_latest_version(hub, broker):
         "counter-1": (True, 0), "counter-2": (False, 37)}
     table = hub_cmd(hub, broker, "fleet", "status", "--merchant", "cafe-rosa").stdout
     assert "counter-2" in table and "no (latest v2)" in table
+
+
+def test_versions_count_up_per_scope_on_sqlite_and_postgresql(hub_url, broker, tmp_path):
+    base = [HUB, "--data-dir", str(tmp_path / "hub"), "--db-url", hub_url]
+    subprocess.run([*base, "init", "--merchant", "cafe-rosa", "--name", "Cafe Rosa"], check=True, capture_output=True)
+
+    def push(*extra):
+        done = subprocess.run([*base, "config", "push", "examples/cafe.toml", "--merchant", "cafe-rosa", *extra,
+                               "--port", str(broker.port)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "version 1" in push() and "version 2" in push()
+    assert "version 1" in push("--kiosk", "counter-1")  # a kiosk override has its own versions
+    assert "version 3" in push()

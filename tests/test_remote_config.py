@@ -82,3 +82,71 @@ def test_hostile_or_broken_documents_are_rejected_and_the_programme_stays(applie
 def test_a_damaged_applied_file_is_ignored_on_restore(tmp_path, applier):
     (tmp_path / "applied-config.json").write_text('{"version": 9, "program": {}}')
     assert applier.restore() is None and applier.version is None
+
+
+# -- the kiosk's own document and how the two add up (kiosk/config_sync.py) --------------------
+
+from kiosk.config import HardwareSection  # noqa: E402
+from kiosk.config_sync import FleetConfig  # noqa: E402
+from kiosk.remote_config import KIOSK  # noqa: E402
+
+SALON = load_program("examples/salon.toml")
+
+
+def kiosk_doc(version=1, program=None, hardware=None, kiosk="counter-1", **extra):
+    body = {"schema": "stempel.config/1", "merchant": "cafe-rosa", "kiosk": kiosk, "version": version, **extra}
+    if program is not None:
+        body["program"] = program
+    if hardware is not None:
+        body["hardware"] = hardware
+    return sign(body, HUB)
+
+
+def payload(document) -> bytes:
+    return json.dumps(document).encode()
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    f = FleetConfig("cafe-rosa", "counter-1", {key_id(HUB.public_key()): HUB.public_key()}, tmp_path,
+                    Program(), HardwareSection(led_pin=17))
+    f.restore()
+    return f
+
+
+def test_the_kiosk_document_overrides_the_merchant_programme_in_its_own_version_space(fleet):
+    assert fleet.handle("merchant", payload(doc(7))).program.name == "Cafe Rosa"
+    outcome = fleet.handle(KIOSK, payload(kiosk_doc(1, SALON.model_dump(mode="json"))))
+    assert (outcome.report.version, outcome.report.status, outcome.program.name) == (1, "applied", SALON.name)
+    assert fleet.handle("merchant", payload(doc(8))).program is None  # still overridden: nothing to switch
+    assert fleet.versions() == {"merchant": 8, "kiosk": 1}
+    outcome = fleet.handle(KIOSK, payload(kiosk_doc(2, hardware={"buzzer_pin": 4})))  # override dropped
+    assert outcome.program.name == "Cafe Rosa"
+
+
+def test_hardware_settings_are_validated_kept_and_need_a_restart(fleet, tmp_path):
+    bad = fleet.handle(KIOSK, payload(kiosk_doc(1, hardware={"led_pin": 99, "camera": "webcam"})))
+    assert bad.report.status == "rejected" and len(bad.report.errors) == 2
+    assert any("[led_pin]" in e for e in bad.report.errors) and fleet.hardware().led_pin == 17
+    good = fleet.handle(KIOSK, payload(kiosk_doc(1, hardware={"led_pin": 5})))
+    assert good.report.restart_required and good.program is None
+    report = json.loads(fleet.report_payload())
+    assert report["restart_required"] and report["kiosk_config"]["version"] == 1 and report["version"] is None
+    assert fleet.handle(KIOSK, payload(kiosk_doc(1, hardware={"led_pin": 5}))).report.restart_required  # re-report
+    after = FleetConfig("cafe-rosa", "counter-1", fleet.appliers[KIOSK].trusted, tmp_path, Program(),
+                        HardwareSection(led_pin=17))
+    after.restore()  # the restart: the new pin is now the one in force
+    assert after.hardware().led_pin == 5 and after.hardware().buzzer_pin == 27 and not after.restart_required()
+
+
+@pytest.mark.parametrize("scope, document, error", [
+    ("merchant", kiosk_doc(3, CAFE), "merchant-wide topic"),
+    (KIOSK, doc(3), "merchant-wide document arrived on this kiosk's topic"),
+    (KIOSK, kiosk_doc(3, CAFE, kiosk="counter-2"), "another kiosk"),
+    ("merchant", doc(3, hardware={"led_pin": 5}), "only a kiosk's own document"),
+    (KIOSK, kiosk_doc(3, program=[1]), "program: not an object"),
+])
+def test_a_document_cannot_cross_into_the_other_scope(fleet, scope, document, error):
+    report = fleet.handle(scope, payload(document)).report
+    assert report.status == "rejected" and any(error in e for e in report.errors), report
+    assert fleet.versions() == {}

@@ -19,6 +19,8 @@ EVENT_BATCH = "stempel.events.v1"
 EVENTS_ACK = "stempel.events-ack.v1"
 KIOSK_STATE = "stempel.kiosk-state.v1"
 LEDGER_BATCH = "stempel.ledger.v1"
+SYNC_REQUEST = "stempel.sync-request.v1"
+SYNC_RESPONSE = "stempel.sync-response.v1"
 
 MAX_BATCH = 1000
 _UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -94,6 +96,26 @@ class LedgerBatch(_Message):
 
     schema_: Literal["stempel.ledger.v1"] = Field(LEDGER_BATCH, alias="schema")
     entries: list[LedgerEntry] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class SyncRequest(_Message):
+    """``kiosks/{kiosk}/sync/request``: "send me the merchant's ledger entries after this ``hub_seq``"."""
+
+    schema_: Literal["stempel.sync-request.v1"] = Field(SYNC_REQUEST, alias="schema")
+    after_hub_seq: int = Field(ge=0)
+
+
+class SyncResponse(_Message):
+    """``kiosks/{kiosk}/sync/response``: one batch of the answer, oldest first.
+
+    ``head_hub_seq`` is the hub's last ``hub_seq`` for the merchant when it answered; a
+    kiosk still below it asks again from where this batch ended (so the kiosk paces it).
+    """
+
+    schema_: Literal["stempel.sync-response.v1"] = Field(SYNC_RESPONSE, alias="schema")
+    after_hub_seq: int = Field(ge=0)
+    entries: list[LedgerEntry] = Field(default_factory=list, max_length=MAX_BATCH)
+    head_hub_seq: int = Field(ge=0)
 
 
 M = TypeVar("M", bound=_Message)

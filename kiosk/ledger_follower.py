@@ -1,0 +1,108 @@
+"""The hub's ``ledger`` stream applied on a kiosk: each ``hub_seq`` once, gaps filled on request.
+
+Delivery is at least once and may come out of order (several hub workers relay the
+stream; a kiosk offline misses some). Entries above the next expected ``hub_seq`` wait in
+memory; the contiguous run is written to the ledger in one transaction together with the
+new cursor, so a crash re-applies nothing and skips nothing. On a gap, on every
+(re)connect and now and then anyway (the last message before a silence may be the lost
+one), the kiosk sends ``sync/request {after_hub_seq}`` and applies the ``sync/response``
+batches; it asks again until it reaches the hub's head.
+
+Not thread-safe: the remote link's worker thread owns it (and its ledger connection).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kiosk.ledger import Ledger
+from kiosk.protocol.messages import LedgerBatch, LedgerEntry, SyncResponse, decode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FollowerSettings:
+    retry: float = 5.0  # ask again this often while behind and no answer moved us on
+    resync: float = 300.0  # ask anyway after this long without asking
+    max_pending: int = 10_000  # out-of-order entries held in memory; the rest come by request
+
+
+class LedgerFollower:
+    """Keeps ``hub_events`` and the cursor of one kiosk's ledger in step with the hub."""
+
+    def __init__(self, ledger: Ledger, kiosk: str, request: Callable[[int], bool],
+                 settings: FollowerSettings = FollowerSettings(),
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.ledger, self.kiosk, self.settings = ledger, kiosk, settings
+        self._request = request  # sends sync/request; False if it could not be sent
+        self._now = monotonic
+        self.cursor = ledger.hub_applied_through()
+        self.head = self.cursor  # the highest hub_seq heard of
+        self._pending: dict[int, LedgerEntry] = {}
+        self._asked: tuple[float, int] | None = None  # when, and after which hub_seq
+
+    # -- input (all raise MessageError for an invalid payload, LedgerError if SQLite fails) --
+    def on_ledger(self, payload: bytes) -> None:
+        self._take(decode(LedgerBatch, payload).entries)
+        if self.behind():
+            self._ask(force=False)
+
+    def on_response(self, payload: bytes) -> None:
+        response = decode(SyncResponse, payload)
+        moved = self._take(response.entries)
+        self.head = max(self.head, response.head_hub_seq)
+        if self.behind():
+            self._ask(force=moved)  # keep paging while batches move us on
+
+    def on_connected(self) -> None:
+        """The broker may have dropped ledger messages while we were away: ask from the cursor."""
+        self._ask(force=True)
+
+    def tick(self) -> None:
+        """Called about once a second: retry a stalled catch-up, apply what a failed write left."""
+        if self._pending and min(self._pending) == self.cursor + 1:
+            self._drain()
+        since = self._now() - self._asked[0] if self._asked else float("inf")
+        if (self.behind() and since >= self.settings.retry) or since >= self.settings.resync:
+            self._ask(force=True)
+
+    def behind(self) -> bool:
+        return self.head > self.cursor
+
+    # -- internals ----------------------------------------------------------------------
+    def _take(self, entries: list[LedgerEntry]) -> bool:
+        """Hold new entries and apply the run that continues the cursor; True if it moved."""
+        for entry in entries:
+            if entry.hub_seq > self.cursor:
+                self._pending[entry.hub_seq] = entry
+                self.head = max(self.head, entry.hub_seq)
+        if len(self._pending) > self.settings.max_pending:  # keep the oldest; the rest come by request
+            for seq in sorted(self._pending)[self.settings.max_pending:]:
+                del self._pending[seq]
+        return self._drain()
+
+    def _drain(self) -> bool:
+        run, seq = [], self.cursor + 1
+        while seq in self._pending:
+            run.append(self._pending[seq])
+            seq += 1
+        if not run:
+            return False
+        cursor, stored = self.ledger.apply_hub_entries(run, self.kiosk)
+        for seq in range(self.cursor + 1, cursor + 1):
+            self._pending.pop(seq, None)
+        log.debug("ledger.applied", extra={"through": cursor, "foreign": stored})
+        moved, self.cursor = cursor > self.cursor, cursor
+        return moved
+
+    def _ask(self, *, force: bool) -> None:
+        now = self._now()
+        if not force and self._asked and self._asked[1] == self.cursor and now - self._asked[0] < self.settings.retry:
+            return  # the same question is already out
+        if self._request(self.cursor):
+            self._asked = (now, self.cursor)
+            log.info("ledger.sync_requested", extra={"after_hub_seq": self.cursor, "head": self.head})

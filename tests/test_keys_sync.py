@@ -1,0 +1,73 @@
+"""Pass keys from the ``keys`` topic: only a hub-signed, newer document for this merchant
+replaces keys.json (atomically); anything else leaves the kiosk verifying as before."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cloud.keys_publish import build_keys_document
+from cloud.hubkey import hub_signing_key
+from kiosk.keys_sync import KeysFollower, stored_version
+from kiosk.protocol.passes import KeyRing, key_id
+from kiosk.protocol.signed import sign
+from kiosk.wiring import load_keyring
+
+MERCHANT = "cafe-rosa"
+
+
+@pytest.fixture
+def follower(hub, kiosk_dir):
+    public = hub_signing_key(hub.data_dir).public_key()
+    return KeysFollower(MERCHANT, {key_id(public): public}, kiosk_dir / "keys.json")
+
+
+def send(follower, document) -> object:
+    return follower.handle(document if isinstance(document, bytes) else json.dumps(document).encode())
+
+
+def test_the_bundle_file_is_version_0_and_a_signed_newer_document_replaces_it(hub, follower, kiosk_dir):
+    assert follower.version == 0
+    bob = hub.issue("Bob")
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    from cloud.store import Member
+    with Session(hub.engine) as session, session.begin():
+        session.execute(update(Member).where(Member.id == bob.member).values(revoked=True))
+    first = build_keys_document(hub.engine, hub.data_dir, MERCHANT)
+    second = build_keys_document(hub.engine, hub.data_dir, MERCHANT)
+    assert (first["version"], second["version"]) == (1, 2)  # versions come from the hub database
+    outcome = send(follower, second)
+    assert (outcome.status, outcome.version) == ("applied", 2) and bob.member in outcome.keyring.revoked_members
+    assert send(follower, first).status == "ignored"  # a stale retained copy cannot lift the revocation
+    assert stored_version(kiosk_dir / "keys.json") == 2
+    assert not list(kiosk_dir.glob(".*.tmp"))
+    from kiosk.config import load_config
+
+    ring = load_keyring(load_config(None, env={}, kiosk__data_dir=str(kiosk_dir)))  # what a restart reads
+    assert isinstance(ring, KeyRing) and bob.member in ring.revoked_members
+
+
+def _with(doc: dict, **changes) -> dict:
+    return {k: v for k, v in {**doc, **changes}.items() if v is not None}
+
+
+@pytest.mark.parametrize("make, error", [
+    (lambda good, hub: b"\xff\xfe", "not JSON"),
+    (lambda good, hub: _with(good, signature=None), "not signed"),
+    (lambda good, hub: sign(_with(good, signature=None), Ed25519PrivateKey.generate()), "does not trust"),
+    (lambda good, hub: _with(good, revoked_members=["mallory"]), "altered or forged"),
+    (lambda good, hub: sign(_with(good, signature=None, merchant="other-shop"), hub_signing_key(hub.data_dir)),
+     "for merchant 'other-shop'"),
+    (lambda good, hub: sign(_with(good, signature=None, keys=[]), hub_signing_key(hub.data_dir)), "no key"),
+    (lambda good, hub: sign(_with(good, signature=None, version=0), hub_signing_key(hub.data_dir)), "version"),
+    (lambda good, hub: sign(_with(good, signature=None, schema="x"), hub_signing_key(hub.data_dir)), "schema"),
+])
+def test_refused_documents_keep_the_old_keys(hub, follower, kiosk_dir, make, error):
+    before = (kiosk_dir / "keys.json").read_text()
+    outcome = send(follower, make(build_keys_document(hub.engine, hub.data_dir, MERCHANT), hub))
+    assert outcome.status == "rejected" and error in outcome.error, outcome
+    assert (kiosk_dir / "keys.json").read_text() == before and follower.version == 0

@@ -263,6 +263,59 @@ def config_push(hub, program_file, merchant, kiosk, wait_seconds, mqtt_config, h
 
 
 @main.group()
+def keys() -> None:
+    """Pass-verification keys and revocations for the kiosks."""
+
+
+@keys.command("publish")
+@click.option("--merchant", required=True)
+@broker_options
+@click.pass_obj
+def keys_publish(hub, merchant, mqtt_config, host, port, username, password_file, ca_file, connect_timeout) -> None:
+    """Sign and publish the merchant's public keys and revoked passes (retained) to its kiosks."""
+    from cloud.keys_publish import build_keys_document, publish_keys
+
+    hub = _open(hub)
+    settings = _run(lambda: admin_settings(mqtt_config, host, port, username, password_file, ca_file,
+                                           "stempel-hub-admin"))
+    bus = _run(lambda: connect(settings, connect_timeout))
+    try:
+        doc = _run(lambda: build_keys_document(hub.engine, hub.data_dir, merchant))
+        topic = _run(lambda: publish_keys(bus, doc))
+    finally:
+        bus.stop()
+    click.echo(f"keys version {doc['version']} ({len(doc['keys'])} keys, {len(doc['revoked_members'])} revoked "
+               f"passes) on {topic}")
+
+
+@main.command()
+@click.option("--merchant", required=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def conflicts(hub, merchant, as_json) -> None:
+    """Members whose balance went below zero when offline kiosks' ledgers merged."""
+    from cloud.events import EventStore
+
+    hub = _open(hub)
+    url = hub.engine.url.render_as_string(hide_password=False)
+    store = _run(lambda: EventStore.open(url))
+    try:
+        rows = store.conflicts(merchant)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps([{"member": c.member_id, "balance": c.balance, "kiosks": c.kiosks,
+                                "event_ids": c.event_ids, "detected_at": c.detected_at.isoformat(),
+                                "resolved": c.resolved_at is not None} for c in rows], indent=2))
+        return
+    for c in rows:
+        click.echo(f"{c.detected_at:%Y-%m-%d %H:%M}  member {c.member_id}: balance went to {c.balance} "
+                   f"(redeemed at {', '.join(c.kiosks)} while offline)")
+    if not rows:
+        click.echo(f"no conflicts for {merchant}")
+
+
+@main.group()
 def fleet() -> None:
     """The merchant's kiosks as the broker sees them."""
 

@@ -113,3 +113,27 @@ def test_versions_count_up_per_scope_on_sqlite_and_postgresql(hub_url, broker, t
     assert "version 1" in push() and "version 2" in push()
     assert "version 1" in push("--kiosk", "counter-1")  # a kiosk override has its own versions
     assert "version 3" in push()
+
+
+def test_keys_publish_sends_signed_keys_with_revocations(hub, broker):
+    member = hub.issue("Anna").member
+    subprocess.run([HUB, "--data-dir", str(hub.data_dir), "revoke-pass", "--merchant", "cafe-rosa",
+                    "--member", member], check=True, capture_output=True)
+    out = hub_cmd(hub, broker, "keys", "publish", "--merchant", "cafe-rosa").stdout
+    assert "keys version 1" in out and "1 revoked" in out
+    peer = Peer(broker.port, None, None)
+    peer.connect()
+    peer.subscribe(topics.keys("cafe-rosa"))
+    doc = json.loads(peer.next().payload)
+    peer.close()
+    from kiosk.protocol.signed import verify
+
+    public = hub_signing_key(hub.data_dir).public_key()
+    verify(doc, {key_id(public): public})
+    assert doc["revoked_members"] == [member] and doc["version"] == 1
+
+
+def test_conflicts_command_lists_none_for_a_quiet_shop(hub):
+    out = subprocess.run([HUB, "--data-dir", str(hub.data_dir), "conflicts", "--merchant", "cafe-rosa"],
+                         check=True, capture_output=True, text=True).stdout
+    assert "no conflicts for cafe-rosa" in out

@@ -104,3 +104,23 @@ def test_find_dip(deltas, dip_at, lowest, spent):
         return
     assert (dip.first_event_id, dip.lowest) == (f"e{dip_at:02d}", lowest)
     assert [e.event_id for e in dip.spending] == [f"e{i:02d}" for i in spent]
+
+
+def test_the_owner_sees_the_conflict_with_stempel_hub_conflicts(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    url = f"sqlite:///{tmp_path / 'hub.sqlite3'}"
+    store = EventStore.open(url)
+    k1, k2 = Kiosk("k1"), Kiosk("k2")
+    k1.send(store, *(k1.event(i, 1) for i in range(10)))
+    k1.send(store, k1.event(100, -10))
+    k2.send(store, k2.event(101, -10))
+    store.close()
+    hub = str(Path(sys.executable).parent / "stempel-hub")
+    out = subprocess.run([hub, "--data-dir", str(tmp_path), "--db-url", url, "conflicts", "--merchant", M, "--json"],
+                         check=True, capture_output=True, text=True).stdout
+    [row] = json.loads(out)
+    assert (row["member"], row["balance"], row["kiosks"], row["resolved"]) == ("anna", -10, ["k1", "k2"], False)

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from cloud.devbroker import Mosquitto
+from cloud.hubkey import hub_keys_json
 from kiosk.app import ScanResult
 from kiosk.clock import FakeClock
 from kiosk.config import load_config
@@ -33,7 +34,7 @@ from kiosk.hardware import scenes
 from kiosk.hardware.camera import VirtualCamera
 from kiosk.loop import run as run_loop
 from kiosk.rules import load_program
-from kiosk.sync import open_sender
+from kiosk.remote import start_hub_link
 from kiosk.wiring import build_kiosk
 
 OUT = Path("demo-out")
@@ -119,6 +120,10 @@ class Services:
         self.ingest = subprocess.Popen([str(BIN / command[0]), *command[1:]], stdout=log, stderr=log)
         return self
 
+    def hub(self, *args: str) -> str:
+        """Run an admin command of the hub against this broker."""
+        return sh("stempel-hub", "--data-dir", str(OUT / "hub"), *args, "--port", str(self.broker.port))
+
     def __exit__(self, *exc) -> None:
         if self.ingest and self.ingest.poll() is None:
             self.ingest.send_signal(signal.SIGTERM)
@@ -137,10 +142,10 @@ def run_kiosk(steps: list[Step], port: int) -> list[tuple[Step, ScanResult]]:
     clock = FakeClock(datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc))
     opened = clock.wall
     kiosk = build_kiosk(config, clock=clock)
-    sender = open_sender(config, kiosk.boot)
-    sender.start()
+    link = start_hub_link(config, kiosk.boot)
     camera, results, stop = VirtualCamera(), queue.Queue(), threading.Event()
-    worker = threading.Thread(target=run_loop, args=(kiosk, camera, stop, results.put), daemon=True)
+    worker = threading.Thread(target=run_loop, args=(kiosk, camera, stop, results.put),
+                              kwargs={"updates": link.updates}, daemon=True)
     worker.start()
     display_dir = OUT / "display"
     display_dir.mkdir(parents=True)
@@ -162,9 +167,9 @@ def run_kiosk(steps: list[Step], port: int) -> list[tuple[Step, ScanResult]]:
     worker.join(5)
     kiosk.panel.close()
     deadline = time.monotonic() + 20
-    while not sender.drained() and time.monotonic() < deadline:
+    while not link.sender.drained() and time.monotonic() < deadline:
         time.sleep(0.1)
-    sender.stop()
+    link.stop()
     return done
 
 
@@ -210,8 +215,13 @@ def main() -> None:
     shutil.rmtree(OUT, ignore_errors=True)
     (OUT / "frames").mkdir(parents=True)
     urls = setup_hub()
+    # The kiosk trusts documents signed by this hub (add-kiosk puts this file in its bundle).
+    (OUT / "kiosk" / "hub-keys.json").write_text(hub_keys_json(OUT / "hub"))
     with Services() as services:
+        print("  " + services.hub("config", "push", str(PROGRAM), "--merchant", MERCHANT).rstrip())
         done = run_kiosk(script(urls, np.random.default_rng(2026)), services.broker.port)
+        print("\n  the hub's view of its kiosks:")
+        print("  " + services.hub("fleet", "status", "--merchant", MERCHANT).rstrip().replace("\n", "\n  "))
     sheet = contact_sheet(len(done))
     print("\n4. The kiosk ledger, folded into balances")
     from kiosk.ledger import Ledger

@@ -91,13 +91,14 @@ def scan_image(images, config_path, data_dir, display_out, amount, as_json) -> N
 def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
     """Run the live loop: camera, display, LED, buzzer and the staff button."""
     from kiosk.loop import run as run_loop
+    from kiosk.remote import start_hub_link
     from kiosk.wiring import build_kiosk, effective_config
 
     overrides = {"hardware__backend": "sim" if simulate else None, "hardware__replay_dir": replay_dir}
     config = _load(config_path, data_dir, **overrides)
     hw = _guard(lambda: effective_config(config)).hardware  # the hub may have pushed hardware settings
     kiosk = _guard(lambda: build_kiosk(config))
-    sender, remote = _start_sync(config, kiosk.boot)
+    link = _guard(lambda: start_hub_link(config, kiosk.boot))
     replay = sorted(Path(hw.replay_dir).glob("*.png")) if hw.replay_dir else []
     camera = _guard(lambda: open_camera(hw.camera_kind(), replay))
     stop = threading.Event()
@@ -105,29 +106,10 @@ def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
         signal.signal(sig, lambda *_: stop.set())
     click.echo(f"kiosk {config.kiosk.id} running ({hw.backend}, camera {hw.camera_kind()}); Ctrl-C stops", err=True)
     run_loop(kiosk, camera, stop, on_result=lambda r: _print(r, as_json),
-             updates=remote.updates if remote is not None else None)
+             updates=link.updates if link is not None else None)
     camera.close()
-    if remote is not None:
-        remote.stop()
-    if sender is not None:  # a finished replay gets a moment to hand its events to the hub
-        sender.stop(drain=0.0 if stop.is_set() else 10.0)
-
-
-def _start_sync(config: KioskConfig, boot: str):
-    """Start the link to the hub when [mqtt] is configured (it connects in the background):
-    store-and-forward of the ledger, and everything the hub sends (config, keys, ledger)."""
-    if config.mqtt is None:
-        return None, None
-    from kiosk.remote import open_remote
-    from kiosk.status import StatusBoard
-    from kiosk.sync import open_sender
-
-    status = StatusBoard()
-    sender = _guard(lambda: open_sender(config, boot, status=status))
-    remote = _guard(lambda: open_remote(config, sender.bus, status))
-    remote.start()
-    sender.start()
-    return sender, remote
+    if link is not None:  # a finished replay gets a moment to hand its events to the hub
+        link.stop(drain=0.0 if stop.is_set() else 10.0)
 
 
 @main.command()

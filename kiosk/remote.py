@@ -178,3 +178,36 @@ def open_remote(config, bus: Bus, status: StatusBoard) -> RemoteLink:
     keys = KeysFollower(merchant, load_hub_keys(config), config.keys_path())
     return RemoteLink(bus, merchant=merchant, kiosk=config.kiosk.id, fleet=open_fleet_config(config), keys=keys,
                       ledger_path=ledger_path(config), updates=Updates(), status=status)
+
+
+class HubLink:
+    """A kiosk's whole connection to the hub: the outbox sender and the remote link on one bus."""
+
+    def __init__(self, sender, remote: RemoteLink) -> None:
+        self.sender, self.remote = sender, remote
+
+    @property
+    def updates(self) -> Updates:
+        return self.remote.updates
+
+    def stop(self, drain: float = 0.0) -> None:
+        """Stop both; *drain* seconds let the sender hand the last events to the hub first."""
+        self.remote.stop()
+        self.sender.stop(drain=drain)
+
+
+def start_hub_link(config, boot: str) -> HubLink | None:
+    """Connect a configured kiosk to its hub (in the background); None without ``[mqtt]``.
+
+    Raises ConfigError for an unreadable password or hub-keys file.
+    """
+    if config.mqtt is None:
+        return None
+    from kiosk.sync import open_sender
+
+    status = StatusBoard()
+    sender = open_sender(config, boot, status=status)
+    remote = open_remote(config, sender.bus, status)
+    remote.start()
+    sender.start()
+    return HubLink(sender, remote)

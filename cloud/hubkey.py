@@ -28,8 +28,8 @@ def hub_signing_key(data_dir: Path) -> Ed25519PrivateKey:
 
 
 def hub_keys_json(data_dir: Path) -> str:
-    """The document a kiosk trusts hub signatures by (``stempel.hub-keys/1``)."""
+    """The document a kiosk trusts hub signatures by (``stempel.hub-keys.v1``)."""
     public = hub_signing_key(data_dir).public_key()
     entry = public_key_entry("hub", public)
-    return json.dumps({"schema": "stempel.hub-keys/1", "keys": [{"kid": key_id(public), "public_key": entry.public_key}]},
+    return json.dumps({"schema": "stempel.hub-keys.v1", "keys": [{"kid": key_id(public), "public_key": entry.public_key}]},
                       indent=2)

@@ -1,6 +1,6 @@
 """The ``keys`` document for kiosks: the merchant's pass keys and revocations, versioned, signed.
 
-Built from ``cloud.passes.export_keys`` (the ``stempel.keys/1`` key list), given the next
+Built from ``cloud.passes.export_keys`` (the ``stempel.keys.v1`` key list), given the next
 version for the merchant (kept in ``keys_revisions``, so a version never repeats even if
 the broker forgets the retained copy) and signed with the hub key whose public half each
 kiosk got in its bundle. A kiosk ignores a version at or below the one it holds, so a

@@ -1,6 +1,6 @@
 """Pass keys from the hub's retained ``keys`` topic: verified, versioned, saved atomically.
 
-The document is the ``stempel.keys/1`` key list (what ``stempel-hub export-keys`` writes)
+The document is the ``stempel.keys.v1`` key list (what ``stempel-hub export-keys`` writes)
 plus a ``version`` and the hub's signature over both. The hub key comes from the kiosk
 bundle, never over MQTT, so a broker that is misconfigured or taken over cannot add a key
 or lift a revocation. A refused document changes nothing: the kiosk keeps verifying with
@@ -24,7 +24,7 @@ from kiosk.protocol.signed import SignatureInvalid, verify
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "stempel.keys/1"
+SCHEMA = "stempel.keys.v1"
 MAX_BYTES = 256 * 1024
 APPLIED, IGNORED, REJECTED = "applied", "ignored", "rejected"
 

@@ -33,7 +33,7 @@ from kiosk.rules.program import Program, parse_program
 log = logging.getLogger(__name__)
 
 MAX_BYTES = 256 * 1024
-SCHEMA = "stempel.config/1"
+SCHEMA = "stempel.config.v1"
 MERCHANT = "merchant"  # scope of config/desired
 KIOSK = "kiosk"  # scope of kiosks/{kiosk}/config/desired
 
@@ -48,7 +48,7 @@ class Report:
     restart_required: bool = False
 
     def to_dict(self) -> dict:
-        return {"schema": "stempel.config-report/1", **asdict(self)}
+        return {"schema": "stempel.config-report.v1", **asdict(self)}
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict()).encode()

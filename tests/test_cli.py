@@ -35,7 +35,7 @@ def test_hub_cli_makes_a_pass_the_kiosk_cli_decodes(tmp_path):
     run(*env_hub, "issue-pass", "--merchant", "cafe-rosa", "--member-name", "Anna", "--out", str(tmp_path / "a.svg"))
     assert (tmp_path / "a.svg").read_text().startswith("<?xml")
     keys = json.loads(run(*env_hub, "export-keys", "--merchant", "cafe-rosa").stdout)
-    assert keys["schema"] == "stempel.keys/1" and keys["keys"][0]["merchant"] == "cafe-rosa"
+    assert keys["schema"] == "stempel.keys.v1" and keys["keys"][0]["merchant"] == "cafe-rosa"
     hub_keys = list((tmp_path / "hub" / "keys" / "cafe-rosa").glob("*.pem"))
     assert len(hub_keys) == 1 and hub_keys[0].stat().st_mode & 0o077 == 0  # private key is owner-only
 

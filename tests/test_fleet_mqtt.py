@@ -57,7 +57,7 @@ def admin(broker):
 
 
 def hub_doc(hub, version, program=CAFE, kiosk=None, key=None, **extra) -> dict:
-    body = {"schema": "stempel.config/1", "merchant": MERCHANT, "kiosk": kiosk, "version": version,
+    body = {"schema": "stempel.config.v1", "merchant": MERCHANT, "kiosk": kiosk, "version": version,
             "program": program.model_dump(mode="json") if hasattr(program, "model_dump") else program, **extra}
     return signed.sign(body, key or hub_signing_key(hub.data_dir))
 

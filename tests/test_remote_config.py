@@ -18,7 +18,7 @@ CAFE = load_program("examples/cafe.toml").model_dump(mode="json")
 
 
 def doc(version=1, program=CAFE, merchant="cafe-rosa", kiosk=None, key=HUB, **extra):
-    return sign({"schema": "stempel.config/1", "merchant": merchant, "kiosk": kiosk, "version": version,
+    return sign({"schema": "stempel.config.v1", "merchant": merchant, "kiosk": kiosk, "version": version,
                  "program": program, **extra}, key)
 
 
@@ -37,7 +37,7 @@ def send(applier, document) -> dict:
 
 
 def test_valid_programme_is_applied_and_survives_a_restart(applier, tmp_path):
-    assert send(applier, doc(3)) == {"schema": "stempel.config-report/1", "version": 3, "status": "applied",
+    assert send(applier, doc(3)) == {"schema": "stempel.config-report.v1", "version": 3, "status": "applied",
                                      "errors": [], "restart_required": False}
     assert isinstance(applier.applied[0], Program) and applier.applied[0].name == "Cafe Rosa"
     again = ConfigApplier("cafe-rosa", "counter-1", applier.trusted, tmp_path / "applied-config.json", print)
@@ -60,7 +60,7 @@ def tampered():
 @pytest.mark.parametrize("payload, error", [
     (b"{not json", "not JSON"),
     (b"[1, 2]", "not a JSON object"),
-    (json.dumps({"schema": "stempel.config/1", "version": 2, "merchant": "cafe-rosa", "program": CAFE}).encode(),
+    (json.dumps({"schema": "stempel.config.v1", "version": 2, "merchant": "cafe-rosa", "program": CAFE}).encode(),
      "not signed"),
     (doc(2, key=Ed25519PrivateKey.generate()), "does not trust"),
     (tampered(), "altered or forged"),
@@ -94,7 +94,7 @@ SALON = load_program("examples/salon.toml")
 
 
 def kiosk_doc(version=1, program=None, hardware=None, kiosk="counter-1", **extra):
-    body = {"schema": "stempel.config/1", "merchant": "cafe-rosa", "kiosk": kiosk, "version": version, **extra}
+    body = {"schema": "stempel.config.v1", "merchant": "cafe-rosa", "kiosk": kiosk, "version": version, **extra}
     if program is not None:
         body["program"] = program
     if hardware is not None:

@@ -105,7 +105,7 @@ class KeysDocument(BaseModel):
     """The public keys a kiosk needs; written by ``stempel-hub export-keys`` and the ``keys`` topic."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    schema_: str = Field("stempel.keys/1", alias="schema")
+    schema_: str = Field("stempel.keys.v1", alias="schema")
     merchant: str
     keys: list[PublicKeyEntry]
     revoked_members: list[str] = []

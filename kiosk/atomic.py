@@ -18,6 +18,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
+        os.fchmod(fd, mode)  # exactly *mode*, whatever the umask
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()

@@ -7,8 +7,6 @@ written to a temporary name and renamed, so a broker reloading mid-write never r
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -18,6 +16,7 @@ from cloud.broker.acl import render_acl
 from cloud.broker.conf import ACL_NAME, PASSWD_NAME
 from cloud.broker.passwd import render_passwd
 from cloud.fleet_store import all_accounts
+from kiosk.atomic import write_atomic
 
 
 class BrokerFiles:
@@ -58,14 +57,4 @@ class BrokerFiles:
 def write_private(path: Path, text: str, mode: int = 0o600) -> None:
     """Atomically replace *path* with *text*, readable by the owner only (secrets, hashes)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text.encode(), mode)

@@ -101,3 +101,18 @@ def test_revoked_pass_is_listed_for_the_kiosks(tmp_path):
     assert keys["revoked_members"] == [member]
     unknown = run(*hub, "revoke-pass", "--merchant", "cafe-rosa", "--member", "mnobody", check=False)
     assert unknown.returncode == 2 and "no member 'mnobody'" in unknown.stderr
+
+
+def test_run_simulated_replays_frames_through_the_live_loop(hub, kiosk_dir, tmp_path):
+    """`run --simulate --replay`: the live loop on simulated hardware, one result per code held up."""
+    anna, ben = hub.issue("Anna"), hub.issue("Ben")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    save_frame(frames / "01.png", anna.url, 1)
+    save_frame(frames / "02.png", anna.url, 2)  # the same pass still in view: one hold, one scan
+    Image.new("L", (640, 480), 128).save(frames / "03.png")  # nothing in view
+    save_frame(frames / "04.png", ben.url, 4)
+    out = run("stempel-kiosk", "run", "--simulate", "--replay", str(frames), "--data-dir", str(kiosk_dir),
+              "--json").stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["member"], r["outcome"]) for r in rows] == [(anna.member, "stamped"), (ben.member, "stamped")]

@@ -131,8 +131,9 @@ class OutboxSender:
             status.on_change(self.request_state)
 
     def start(self) -> None:
-        """Subscribe to our ack, start the bus (it connects in the background) and the loop."""
+        """Subscribe to our ack and our own state, start the bus (it connects in the background) and the loop."""
         self.bus.subscribe(topics.events_ack(self.merchant, self.kiosk), self._on_ack, qos=1)
+        self.bus.subscribe(topics.state(self.merchant, self.kiosk), self._on_own_state, qos=1)
         self.bus.on_connect(self._on_connected)
         self._thread.start()
         self.bus.start()
@@ -186,6 +187,17 @@ class OutboxSender:
         with self._lock:
             self._reconnected = True
         self._wake.set()
+
+    def _on_own_state(self, message: Message) -> None:
+        """A ``lost`` (or ``offline``) on our retained state while we run is a late last will of an
+        earlier connection, or a stale copy: say ``online`` again so no one takes us for gone."""
+        try:
+            seen = decode(KioskState, message.payload)
+        except MessageError:
+            seen = None
+        if (seen is None or seen.status != "online") and not self._stop.is_set():
+            log.info("sync.state_reasserted", extra={"seen": seen.status if seen else "invalid"})
+            self.request_state()
 
     # -- the loop ------------------------------------------------------------------------
     def _run(self) -> None:

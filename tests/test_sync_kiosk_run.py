@@ -51,3 +51,33 @@ def test_run_syncs_the_ledger_when_mqtt_is_configured(tmp_path, kiosk_dir):
         worker.stop()
         broker.stop()
         store.close()
+
+
+def test_a_late_last_will_does_not_leave_a_live_kiosk_marked_lost(tmp_path):
+    """The broker may deliver an old connection's will after the kiosk came back: it says online again."""
+    from kiosk.protocol.messages import encode
+    from mqtt_peer import Peer
+    from syncrig import SimKiosk
+
+    broker = Mosquitto(tmp_path / "broker").start()
+    kiosk = SimKiosk(tmp_path, "counter-1", broker.port).start()
+    watcher = Watcher(broker.port, topics.state("cafe-rosa", "counter-1"))
+    old = Peer(broker.port, None, None)
+    try:
+        def latest() -> str | None:
+            states = watcher.drain()
+            return decode(KioskState, states[-1].payload).status if states else None
+
+        seen: list[str | None] = []
+        wait_until(lambda: seen.append(latest()) or "online" in seen, 10, "the kiosk to say online")
+        old.connect()
+        old.publish(topics.state("cafe-rosa", "counter-1"),
+                    encode(KioskState(status="lost", boot_id="boot-of-an-old-connection")), retain=True)
+        seen.clear()
+        wait_until(lambda: seen.append(latest()) or seen[-1:] == ["online"] and "lost" in seen, 10,
+                   "the kiosk to put online back")
+    finally:
+        old.close()
+        watcher.stop()
+        kiosk.stop()
+        broker.stop()

@@ -42,9 +42,13 @@ MERCHANT_READS = (topics.config_desired, topics.ledger, topics.keys)
 
 
 def kiosk_rules(merchant: str, kiosk: str) -> list[tuple[str, str]]:
-    """``(access, topic)`` lines of one kiosk: only its own merchant and kiosk, no wildcards."""
+    """``(access, topic)`` lines of one kiosk: only its own merchant and kiosk, no wildcards.
+
+    A kiosk also reads its own ``state``, to put ``online`` back if a late last will of an
+    earlier connection overwrote it.
+    """
     return ([("write", build(merchant, kiosk)) for build in KIOSK_WRITES]
-            + [("read", build(merchant, kiosk)) for build in KIOSK_READS]
+            + [("read", build(merchant, kiosk)) for build in (*KIOSK_READS, topics.state)]
             + [("read", build(merchant)) for build in MERCHANT_READS])
 
 

@@ -121,11 +121,9 @@ class Reader:
 # -- ingest workers ------------------------------------------------------------------------
 @contextlib.contextmanager
 def ingest_workers(n: int, url: str, broker: Broker, workdir: Path, timeout: float = 20.0) -> Iterator[list]:
-    """*n* ``stempel-hub ingest`` processes (quiet, as in production), ready when their shared
-    subscription shows in the broker's log; SIGTERM (then SIGKILL) at the end.
-
-    They start one after the other: started together on SQLite, two workers race on
-    ``CREATE TABLE`` (the CLI's ``open_store`` runs before the ingest's advisory lock) and one dies."""
+    """*n* ``stempel-hub ingest`` processes (quiet, as in production), started at the same
+    instant as systemd would start them, ready when their shared subscription shows in the
+    broker's log; SIGTERM (then SIGKILL) at the end."""
     procs: list[subprocess.Popen] = []
     try:
         for i in range(1, n + 1):
@@ -133,10 +131,11 @@ def ingest_workers(n: int, url: str, broker: Broker, workdir: Path, timeout: flo
                 procs.append(subprocess.Popen(
                     [HUB, "--data-dir", str(workdir / "hub"), "--db-url", url, "ingest", "--port", str(broker.port),
                      "--worker-id", f"w{i}"], stdout=subprocess.DEVNULL, stderr=err))
-            deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout
+        for i, proc in enumerate(procs, 1):
             while not broker.subscribed(f"w{i}", topics.SHARED_EVENTS):
-                if procs[-1].poll() is not None:
-                    raise RuntimeError(f"ingest worker w{i} exited ({procs[-1].returncode}): "
+                if proc.poll() is not None:
+                    raise RuntimeError(f"ingest worker w{i} exited ({proc.returncode}): "
                                        f"{(workdir / f'ingest-w{i}.log').read_text()[-1500:]}")
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"ingest worker w{i} did not subscribe within {timeout}s")

@@ -13,16 +13,25 @@ create a dip, so they are not checked.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any, Protocol
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, insert, select
 
 from cloud.store import Conflict, HubEvent
 
 log = logging.getLogger(__name__)
+
+
+class Spend(Protocol):
+    """What the walk needs of a stored event: a ``HubEvent`` or a row selected from ``hub_events``."""
+
+    event_id: str
+    kiosk_id: str
+    delta: int
+    occurred_at: datetime
 
 
 @dataclass(frozen=True)
@@ -31,10 +40,10 @@ class Dip:
 
     first_event_id: str
     lowest: int
-    spending: tuple[HubEvent, ...]  # negative events from the last peak through the dip
+    spending: tuple[Spend, ...]  # negative events from the last peak through the dip
 
 
-def find_dip(events: Sequence[HubEvent]) -> Dip | None:
+def find_dip(events: Sequence[Spend]) -> Dip | None:
     """Walk one member's events in merchant order; the first dip below zero, or None."""
     ordered = sorted(events, key=_order)
     balance, peak, peak_at, dip_at = 0, 0, -1, None
@@ -52,33 +61,33 @@ def find_dip(events: Sequence[HubEvent]) -> Dip | None:
     return Dip(ordered[dip_at].event_id, lowest, spending)
 
 
-def _order(event: HubEvent) -> tuple[datetime, str]:
+def _order(event: Spend) -> tuple[datetime, str]:
     """Merchant order; SQLite hands back stored times without a zone (they are UTC), new rows keep theirs."""
     at = event.occurred_at
     return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)), event.event_id
 
 
-def record_conflicts(session: Session, merchant: str, new_rows: Iterable[HubEvent]) -> list[Conflict]:
-    """Check every member a merge brought spending for; add a Conflict per new dip (in *session*,
-    which holds the merchant's ingest lock, so check-then-insert cannot race)."""
-    members = sorted({r.member_id for r in new_rows if r.delta < 0 and r.member_id})
-    found = []
+def record_conflicts(conn: Connection, merchant: str, new_rows: Iterable[Mapping[str, Any]]) -> int:
+    """Check every member whose spending *new_rows* (``hub_events`` values just inserted) brought;
+    insert a ``conflicts`` row per new dip and return how many. *conn* is inside the ingest
+    transaction, which holds the merchant's lock, so check-then-insert cannot race."""
+    members = sorted({r["member_id"] for r in new_rows if r["delta"] < 0 and r["member_id"]})
+    found = 0
     for member in members:
-        history = list(session.scalars(select(HubEvent).where(HubEvent.merchant_id == merchant,
-                                                              HubEvent.member_id == member)))
+        history = conn.execute(select(HubEvent.event_id, HubEvent.kiosk_id, HubEvent.delta, HubEvent.occurred_at)
+                               .where(HubEvent.merchant_id == merchant, HubEvent.member_id == member)).all()
         dip = find_dip(history)
         if dip is None:
             continue
-        known = session.scalar(select(Conflict.id).where(Conflict.merchant_id == merchant,
-                                                         Conflict.member_id == member,
-                                                         Conflict.first_event_id == dip.first_event_id))
+        known = conn.scalar(select(Conflict.id).where(Conflict.merchant_id == merchant, Conflict.member_id == member,
+                                                      Conflict.first_event_id == dip.first_event_id))
         if known is not None:
             continue
-        conflict = Conflict(merchant_id=merchant, member_id=member, balance=dip.lowest,
-                            first_event_id=dip.first_event_id, event_ids=[e.event_id for e in dip.spending],
-                            kiosks=sorted({e.kiosk_id for e in dip.spending}))
-        session.add(conflict)
-        found.append(conflict)
+        event_ids, kiosks = [e.event_id for e in dip.spending], sorted({e.kiosk_id for e in dip.spending})
+        conn.execute(insert(Conflict), {"merchant_id": merchant, "member_id": member, "balance": dip.lowest,
+                                        "first_event_id": dip.first_event_id, "event_ids": event_ids,
+                                        "kiosks": kiosks})
+        found += 1
         log.warning("ingest.conflict", extra={"merchant": merchant, "member": member, "balance": dip.lowest,
-                                              "events": conflict.event_ids, "kiosks": conflict.kiosks})
+                                              "events": event_ids, "kiosks": kiosks})
     return found

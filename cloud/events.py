@@ -6,38 +6,62 @@ write transaction is ``BEGIN IMMEDIATE``), so concurrent workers serialise per m
 ``hub_seq`` stays gapless in commit order and the contiguous ack of a kiosk can't be
 computed from a stale view. Different merchants ingest in parallel on PostgreSQL.
 
+The write path is SQLAlchemy Core, not ORM objects: one ``executemany`` of short statements
+(psycopg pipelines it and caches the statement; a 1,600-parameter multi-row ``INSERT`` is
+re-parsed in Python every time) and one array parameter (``= ANY(:ids)``) instead of long
+``IN`` lists on PostgreSQL. A message's rows are known in memory, so nothing written is
+read back: the outbox rows come from ``INSERT … SELECT`` over the ``hub_seq`` range just
+handed out, and the ``ledger`` batch is built from the decoded events.
+
 Nothing here touches MQTT: the worker (cloud/ingest.py) commits here, then acknowledges.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from sqlalchemy import create_engine, event, func, or_, select, text, update
+from sqlalchemy import (Connection, DateTime, String, any_, bindparam, cast, create_engine, event, func, insert,
+                        or_, select, update)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, Row
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from cloud.conflicts import record_conflicts
-from cloud.store import Base, Conflict, DeadLetter, HubEvent, KioskProgress, LedgerOutbox, LedgerStream, utcnow
+from cloud.store import (Conflict, DeadLetter, HubEvent, KioskProgress, LedgerOutbox, LedgerStream, create_tables,
+                         utcnow)
 from kiosk.errors import MessageError
 from kiosk.protocol.messages import EventBatch, LedgerBatch, LedgerEntry, WireEvent, decode
 from kiosk.protocol.topics import parse_kiosk_topic
 
 log = logging.getLogger(__name__)
 
-_SCHEMA_LOCK = 0x5354_4D50  # PostgreSQL advisory lock around CREATE TABLE ("STMP")
+_EVENTS, _OUTBOX = HubEvent.__table__, LedgerOutbox.__table__
+
+
+@dataclass(frozen=True)
+class OutboxBatch:
+    """Outbox rows of one merchant, leased to one worker, ready to publish on its ``ledger`` topic."""
+
+    merchant: str
+    ids: list[int]
+    batch: LedgerBatch = field(repr=False)
 
 
 @dataclass(frozen=True)
 class Stored:
-    """What one message did. ``merchant``/``kiosk`` are None if the topic was not a kiosk's."""
+    """What one message did. ``merchant``/``kiosk`` are None if the topic was not a kiosk's.
+
+    ``ledger`` is set when ``ingest`` was asked to lease the new outbox rows (``lease_to``):
+    the accepted events, ready to publish without reading them back.
+    """
 
     merchant: str | None
     kiosk: str | None
@@ -47,15 +71,7 @@ class Stored:
     acked_through_seq: int = 0
     dead_letter: str | None = None  # why the whole message was refused
     conflicts: int = 0  # members whose balance this message took below zero
-
-
-@dataclass(frozen=True)
-class OutboxBatch:
-    """Claimed outbox rows of one merchant, ready to publish on its ``ledger`` topic."""
-
-    merchant: str
-    ids: list[int]
-    batch: LedgerBatch = field(repr=False)
+    ledger: OutboxBatch | None = field(default=None, repr=False)
 
 
 def make_engine(url: str) -> Engine:
@@ -80,18 +96,10 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def create_tables(engine: Engine) -> None:
-    """Create missing tables; on PostgreSQL under an advisory lock so workers starting together
-    don't race on CREATE TABLE."""
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
-        Base.metadata.create_all(conn)
-
-
 class EventStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._pg = engine.dialect.name == "postgresql"
 
     @classmethod
     def open(cls, url: str) -> "EventStore":
@@ -103,9 +111,18 @@ class EventStore:
         self.engine.dispose()
 
     # -- ingest ----------------------------------------------------------------------------
-    def ingest(self, topic: str, payload: bytes) -> Stored:
+    def ingest(self, topic: str, payload: bytes, *, lease_to: str | None = None, lease: float = 30.0,
+               published: Sequence[int] = ()) -> Stored:
         """Store one ``events`` message. Invalid input is dead-lettered, never raised; a database
-        failure raises ``sqlalchemy.exc.DBAPIError`` and nothing is committed (retry it)."""
+        failure raises ``sqlalchemy.exc.DBAPIError`` and nothing is committed (retry it).
+
+        With *lease_to*, the new outbox rows are leased to that worker in the same transaction
+        and returned as ``Stored.ledger`` for it to publish (if it dies first, the lease runs out
+        and any worker's relay publishes them). *published* are outbox ids the caller has seen
+        PUBACKed since its last transaction; they are marked here, in a transaction the worker
+        makes anyway, instead of in one of their own (on SQLite that one would queue for the
+        write lock behind every ingest).
+        """
         where = parse_kiosk_topic(topic)
         if where is None or where.leaf != "events":
             return self._dead(topic, payload, "not a kiosk events topic", None, None)
@@ -115,34 +132,54 @@ class EventStore:
         except MessageError as exc:
             return self._dead(topic, payload, str(exc), merchant, kiosk)
         events = _distinct(batch.events)
-        with Session(self.engine) as session, session.begin():
-            stream = self._lock_stream(session, merchant)
-            progress = session.get(KioskProgress, (merchant, kiosk))
-            if progress is None:
-                progress = KioskProgress(merchant_id=merchant, kiosk_id=kiosk, acked_through_seq=0)
-                session.add(progress)
-            rows, duplicates, rejected = self._insert(session, stream, topic, merchant, kiosk, events)
-            conflicts = record_conflicts(session, merchant, rows)
-            progress.acked_through_seq = _contiguous(session, merchant, kiosk, progress.acked_through_seq)
-            acked = progress.acked_through_seq
-        return Stored(merchant, kiosk, len(rows), duplicates, rejected, acked, conflicts=len(conflicts))
+        clash = _seq_clash(events)
+        if clash is not None:  # a kiosk never numbers two events alike: a broken or hostile sender
+            return self._dead(topic, payload, f"two different events share kiosk_seq {clash}", merchant, kiosk)
+        now = utcnow()
+        with self.engine.begin() as conn:
+            if published:
+                self._mark(conn, published, now)
+            last = self._lock_stream(conn, merchant)
+            fresh, duplicates, refused = self._classify(conn, merchant, kiosk, events)
+            rows = [_row(e, merchant, kiosk, last + i, now) for i, e in enumerate(fresh, 1)]
+            ids: list[int] = []
+            if rows:
+                conn.execute(insert(_EVENTS), rows)
+                conn.execute(update(LedgerStream).where(LedgerStream.merchant_id == merchant)
+                             .values(last_hub_seq=last + len(rows)))
+                ids = self._add_to_outbox(conn, merchant, last, last + len(rows), lease_to, lease, now)
+            if refused:
+                conn.execute(insert(DeadLetter), [{"topic": topic, "payload": e.model_dump_json().encode(),
+                                                   "reason": reason, "received_at": now} for e, reason in refused])
+            conflicts = record_conflicts(conn, merchant, rows)
+            acked = _advance_ack(conn, merchant, kiosk, [e.kiosk_seq for e in fresh], now)
+        ledger = None
+        if lease_to is not None and rows:
+            ledger = OutboxBatch(merchant, ids, LedgerBatch(entries=[_entry(e, kiosk, row["hub_seq"])
+                                                                     for e, row in zip(fresh, rows)]))
+        return Stored(merchant, kiosk, len(rows), duplicates, len(refused), acked, conflicts=conflicts, ledger=ledger)
 
-    def _lock_stream(self, session: Session, merchant: str) -> LedgerStream:
-        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        session.execute(insert(LedgerStream).values(merchant_id=merchant, last_hub_seq=0).on_conflict_do_nothing())
-        return session.scalars(select(LedgerStream).where(LedgerStream.merchant_id == merchant)
-                               .with_for_update()).one()
+    def _lock_stream(self, conn: Connection, merchant: str) -> int:
+        """Lock the merchant's stream row (creating it on first use); its last ``hub_seq``."""
+        locked = select(LedgerStream.last_hub_seq).where(LedgerStream.merchant_id == merchant).with_for_update()
+        last = conn.scalar(locked)
+        if last is None:
+            upsert = pg_insert if self._pg else sqlite_insert
+            conn.execute(upsert(LedgerStream).values(merchant_id=merchant, last_hub_seq=0).on_conflict_do_nothing())
+            last = conn.scalar(locked)
+        return last
 
-    def _insert(self, session: Session, stream: LedgerStream, topic: str, merchant: str, kiosk: str,
-                events: list[WireEvent]) -> tuple[list[HubEvent], int, int]:
-        known = {row.event_id: row for row in session.execute(
+    def _classify(self, conn: Connection, merchant: str, kiosk: str, events: list[WireEvent]
+                  ) -> tuple[list[WireEvent], int, list[tuple[WireEvent, str]]]:
+        """Split *events* into new ones, the number already stored, and refused ones with why."""
+        known = {row.event_id: row for row in conn.execute(
             select(HubEvent.event_id, HubEvent.merchant_id, HubEvent.kiosk_id, HubEvent.kiosk_seq)
-            .where(HubEvent.event_id.in_([e.event_id for e in events])))}
-        taken = dict(session.execute(
+            .where(self._among(HubEvent.event_id, [e.event_id for e in events])))}
+        taken = dict(conn.execute(
             select(HubEvent.kiosk_seq, HubEvent.event_id).where(
                 HubEvent.merchant_id == merchant, HubEvent.kiosk_id == kiosk,
-                HubEvent.kiosk_seq.in_([e.kiosk_seq for e in events]))).all())
-        rows, duplicates, rejected = [], 0, 0
+                self._among(HubEvent.kiosk_seq, [e.kiosk_seq for e in events]))).all())
+        fresh, duplicates, refused = [], 0, []
         for e in events:
             old = known.get(e.event_id)
             if old is not None and (old.merchant_id, old.kiosk_id, old.kiosk_seq) == (merchant, kiosk, e.kiosk_seq):
@@ -153,59 +190,89 @@ class EventStore:
             elif e.kiosk_seq in taken:
                 reason = f"kiosk_seq {e.kiosk_seq} already holds event {taken[e.kiosk_seq]} (ledger replaced?)"
             else:
-                stream.last_hub_seq += 1
-                rows.append(_row(e, merchant, kiosk, stream.last_hub_seq))
+                fresh.append(e)
                 continue
-            rejected += 1
-            session.add(DeadLetter(topic=topic, payload=e.model_dump_json().encode(), reason=reason))
+            refused.append((e, reason))
             log.warning("ingest.event_refused", extra={"merchant": merchant, "kiosk": kiosk,
                                                        "event_id": e.event_id, "reason": reason})
-        session.add_all(rows)
-        session.flush()
-        session.add_all(LedgerOutbox(event_pk=r.id, merchant_id=merchant) for r in rows)
-        return rows, duplicates, rejected
+        return fresh, duplicates, refused
+
+    def _add_to_outbox(self, conn: Connection, merchant: str, after: int, through: int, lease_to: str | None,
+                       lease: float, now: datetime) -> list[int]:
+        """One outbox row per event numbered ``after+1..through`` (this transaction's, under the
+        merchant's lock), leased to *lease_to* if given; the new outbox ids."""
+        until = now + timedelta(seconds=lease) if lease_to is not None else None
+        rows = (select(HubEvent.id, HubEvent.merchant_id, self._value(now, DateTime(timezone=True)),
+                       self._value(lease_to, String(80)), self._value(until, DateTime(timezone=True)))
+                .where(HubEvent.merchant_id == merchant, HubEvent.hub_seq > after, HubEvent.hub_seq <= through))
+        statement = (insert(_OUTBOX).from_select(["event_pk", "merchant_id", "created_at", "claimed_by",
+                                                  "claimed_until"], rows, include_defaults=False)
+                     .returning(LedgerOutbox.id))
+        return list(conn.scalars(statement))
 
     def _dead(self, topic: str, payload: bytes, reason: str, merchant: str | None, kiosk: str | None) -> Stored:
-        with Session(self.engine) as session, session.begin():
-            session.add(DeadLetter(topic=topic[:300], payload=payload, reason=reason[:500]))
+        with self.engine.begin() as conn:
+            conn.execute(insert(DeadLetter).values(topic=topic[:300], payload=payload, reason=reason[:500]))
             acked = 0
             if merchant and kiosk:
-                progress = session.get(KioskProgress, (merchant, kiosk))
-                acked = progress.acked_through_seq if progress else 0
+                acked = conn.scalar(select(KioskProgress.acked_through_seq).where(
+                    KioskProgress.merchant_id == merchant, KioskProgress.kiosk_id == kiosk)) or 0
         log.warning("ingest.dead_letter", extra={"topic": topic, "reason": reason})
         return Stored(merchant, kiosk, acked_through_seq=acked, dead_letter=reason)
 
     # -- the ledger outbox -----------------------------------------------------------------
-    def claim_outbox(self, worker: str, limit: int = 500, lease: float = 30.0) -> list[OutboxBatch]:
-        """Lease unpublished rows to *worker* (rows of a crashed worker come back when their lease
-        ends); grouped per merchant in ``hub_seq`` order."""
+    def claim_outbox(self, worker: str, limit: int = 500, lease: float = 30.0, *, own: bool = True,
+                     published: Sequence[int] = ()) -> list[OutboxBatch]:
+        """Lease unpublished rows to *worker*: never leased, lease run out, or (with *own*) leased
+        to *worker* already, by an earlier run of it; grouped per merchant in ``hub_seq`` order.
+        *published* ids are marked first, in the same transaction."""
         now = utcnow()
-        with Session(self.engine) as session, session.begin():
-            query = (select(LedgerOutbox.id).where(
-                LedgerOutbox.published_at.is_(None),
-                or_(LedgerOutbox.claimed_until.is_(None), LedgerOutbox.claimed_until < now,
-                    LedgerOutbox.claimed_by == worker))
-                .order_by(LedgerOutbox.id).limit(limit))
-            if self.engine.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            ids = list(session.scalars(query))
-            if not ids:
+        free = [LedgerOutbox.claimed_until.is_(None), LedgerOutbox.claimed_until < now]
+        if own:
+            free.append(LedgerOutbox.claimed_by == worker)
+        due = (select(LedgerOutbox.id).where(LedgerOutbox.published_at.is_(None), or_(*free))
+               .order_by(LedgerOutbox.id).limit(limit))
+        if self._pg:
+            due = due.with_for_update(skip_locked=True)
+        with self.engine.begin() as conn:
+            if published:
+                self._mark(conn, published, now)
+            claimed = dict(conn.execute(
+                update(LedgerOutbox).where(LedgerOutbox.id.in_(due.scalar_subquery()))
+                .values(claimed_by=worker, claimed_until=now + timedelta(seconds=lease))
+                .returning(LedgerOutbox.event_pk, LedgerOutbox.id)).all())
+            if not claimed:
                 return []
-            session.execute(update(LedgerOutbox).where(LedgerOutbox.id.in_(ids))
-                            .values(claimed_by=worker, claimed_until=now + timedelta(seconds=lease)))
-            rows = session.execute(select(LedgerOutbox.id, HubEvent).join(HubEvent, HubEvent.id == LedgerOutbox.event_pk)
-                                   .where(LedgerOutbox.id.in_(ids)).order_by(HubEvent.merchant_id, HubEvent.hub_seq))
+            rows = conn.execute(select(_EVENTS).where(self._among(HubEvent.id, list(claimed)))
+                                .order_by(HubEvent.merchant_id, HubEvent.hub_seq))
             grouped: dict[str, tuple[list[int], list[LedgerEntry]]] = {}
-            for outbox_id, ev in rows:
-                ids_, entries = grouped.setdefault(ev.merchant_id, ([], []))
-                ids_.append(outbox_id)
+            for ev in rows:
+                ids, entries = grouped.setdefault(ev.merchant_id, ([], []))
+                ids.append(claimed[ev.id])
                 entries.append(ledger_entry(ev))
-        return [OutboxBatch(m, ids_, LedgerBatch(entries=entries)) for m, (ids_, entries) in grouped.items()]
+        return [OutboxBatch(m, ids, LedgerBatch(entries=entries)) for m, (ids, entries) in grouped.items()]
 
     def mark_published(self, ids: Sequence[int]) -> None:
-        with Session(self.engine) as session, session.begin():
-            session.execute(update(LedgerOutbox).where(LedgerOutbox.id.in_(list(ids)))
-                            .values(published_at=utcnow(), claimed_until=None))
+        with self.engine.begin() as conn:
+            self._mark(conn, ids, utcnow())
+
+    def _mark(self, conn: Connection, ids: Sequence[int], now: datetime) -> None:
+        conn.execute(update(LedgerOutbox).where(self._among(LedgerOutbox.id, list(ids)))
+                     .values(published_at=now, claimed_until=None))
+
+    # -- SQL helpers -----------------------------------------------------------------------
+    def _among(self, column: Any, values: list) -> ColumnElement[bool]:
+        """``column = ANY(:array)`` on PostgreSQL: one parameter, so the statement text is the same
+        for any number of values (psycopg caches it, the server can reuse its plan); SQLite has no
+        arrays, so an ``IN`` list there (its driver does no query rewriting to be slow at)."""
+        if self._pg:
+            return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+        return column.in_(values)
+
+    def _value(self, value: Any, type_: Any) -> ColumnElement:
+        """A typed parameter in a select list (PostgreSQL needs the type when the value is None)."""
+        param = bindparam(None, value, type_=type_)
+        return cast(param, type_) if self._pg else param
 
     # -- reading ---------------------------------------------------------------------------
     def acked_through(self, merchant: str, kiosk: str) -> int:
@@ -224,11 +291,11 @@ class EventStore:
     def ledger_after(self, merchant: str, after_hub_seq: int, limit: int = 500) -> tuple[list[LedgerEntry], int]:
         """Up to *limit* entries of *merchant*'s ledger after *after_hub_seq*, and the current head
         (the last ``hub_seq``), read in one transaction: the answer to a kiosk's sync request."""
-        with Session(self.engine) as session, session.begin():
-            head = session.scalar(select(LedgerStream.last_hub_seq).where(LedgerStream.merchant_id == merchant)) or 0
-            rows = session.scalars(select(HubEvent).where(HubEvent.merchant_id == merchant,
-                                                          HubEvent.hub_seq > after_hub_seq)
-                                   .order_by(HubEvent.hub_seq).limit(limit))
+        with self.engine.begin() as conn:
+            head = conn.scalar(select(LedgerStream.last_hub_seq).where(LedgerStream.merchant_id == merchant)) or 0
+            rows = conn.execute(select(_EVENTS).where(HubEvent.merchant_id == merchant,
+                                                      HubEvent.hub_seq > after_hub_seq)
+                                .order_by(HubEvent.hub_seq).limit(limit))
             return [ledger_entry(ev) for ev in rows], head
 
     def conflicts(self, merchant: str | None = None) -> list[Conflict]:
@@ -248,13 +315,14 @@ class EventStore:
             return session.scalar(select(func.count()).where(LedgerOutbox.published_at.is_(None)))
 
 
-def ingest_with_retry(store: EventStore, topic: str, payload: bytes, stopping, max_delay: float = 30.0) -> Stored:
+def ingest_with_retry(store: EventStore, topic: str, payload: bytes, stopping, max_delay: float = 30.0,
+                      **options: Any) -> Stored:
     """Retry while the database is unavailable (locked, restarting); raise only if *stopping*
-    is set, leaving the message unacknowledged for redelivery."""
+    is set, leaving the message unacknowledged for redelivery. *options* go to ``ingest``."""
     delay = 0.05
     while True:
         try:
-            return store.ingest(topic, payload)
+            return store.ingest(topic, payload, **options)
         except DBAPIError as exc:
             if stopping.is_set():
                 raise
@@ -269,10 +337,35 @@ def _distinct(events: list[WireEvent]) -> list[WireEvent]:
     return sorted(unique.values(), key=lambda e: e.kiosk_seq)
 
 
-def _contiguous(session: Session, merchant: str, kiosk: str, acked: int) -> int:
+def _seq_clash(events: list[WireEvent]) -> int | None:
+    """A kiosk_seq used by two different events of one batch, if any."""
+    seqs = [e.kiosk_seq for e in events]
+    return next((a for a, b in zip(seqs, seqs[1:]) if a == b), None)
+
+
+def _advance_ack(conn: Connection, merchant: str, kiosk: str, new_seqs: list[int], now: datetime) -> int:
+    """Move the kiosk's contiguous ack over what this message added; the new ack.
+
+    Usually the new events continue the run, so they are walked in memory and the database is
+    asked only for rows stored earlier beyond them (out-of-order batches): an empty answer."""
+    where = (KioskProgress.merchant_id == merchant, KioskProgress.kiosk_id == kiosk)
+    old = conn.scalar(select(KioskProgress.acked_through_seq).where(*where))
+    acked, added = old or 0, set(new_seqs)
+    while acked + 1 in added:
+        acked += 1
+    acked = _contiguous(conn, merchant, kiosk, acked)
+    if old is None:
+        conn.execute(insert(KioskProgress).values(merchant_id=merchant, kiosk_id=kiosk, acked_through_seq=acked,
+                                                  updated_at=now))
+    elif acked != old:
+        conn.execute(update(KioskProgress).where(*where).values(acked_through_seq=acked, updated_at=now))
+    return acked
+
+
+def _contiguous(conn: Connection, merchant: str, kiosk: str, acked: int) -> int:
     """The highest N with every ``kiosk_seq`` 1..N stored, walking up from the last known N."""
     while True:
-        seqs = list(session.scalars(
+        seqs = list(conn.scalars(
             select(HubEvent.kiosk_seq).where(HubEvent.merchant_id == merchant, HubEvent.kiosk_id == kiosk,
                                              HubEvent.kiosk_seq > acked)
             .order_by(HubEvent.kiosk_seq).limit(1000)))
@@ -284,14 +377,23 @@ def _contiguous(session: Session, merchant: str, kiosk: str, acked: int) -> int:
             return acked
 
 
-def _row(e: WireEvent, merchant: str, kiosk: str, hub_seq: int) -> HubEvent:
-    return HubEvent(event_id=e.event_id, merchant_id=merchant, kiosk_id=kiosk, kiosk_seq=e.kiosk_seq,
-                    hub_seq=hub_seq, kind=e.kind, member_id=e.member, delta=e.delta, rule=e.rule,
-                    reward=e.reward, reason=e.reason, detail=json.loads(json.dumps(e.detail)),
-                    occurred_at=e.occurred_at.astimezone(timezone.utc), mono_ns=e.mono_ns, boot_id=e.boot_id)
+def _row(e: WireEvent, merchant: str, kiosk: str, hub_seq: int, now: datetime) -> dict[str, Any]:
+    """The ``hub_events`` values of one accepted event (merchant and kiosk from the topic)."""
+    return {"event_id": e.event_id, "merchant_id": merchant, "kiosk_id": kiosk, "kiosk_seq": e.kiosk_seq,
+            "hub_seq": hub_seq, "kind": e.kind, "member_id": e.member, "delta": e.delta, "rule": e.rule,
+            "reward": e.reward, "reason": e.reason, "detail": e.detail,
+            "occurred_at": e.occurred_at.astimezone(timezone.utc), "mono_ns": e.mono_ns, "boot_id": e.boot_id,
+            "received_at": now}
 
 
-def ledger_entry(ev: HubEvent) -> LedgerEntry:
+def _entry(e: WireEvent, kiosk: str, hub_seq: int) -> LedgerEntry:
+    """The ``ledger`` entry of an event just accepted, as ``ledger_entry`` would read it back."""
+    return LedgerEntry.model_validate({**e.__dict__, "occurred_at": e.occurred_at.astimezone(timezone.utc),
+                                       "kiosk": kiosk, "hub_seq": hub_seq})
+
+
+def ledger_entry(ev: HubEvent | Row) -> LedgerEntry:
+    """The ``ledger`` entry of a stored event (an ORM object or a row of ``hub_events``)."""
     at = ev.occurred_at if ev.occurred_at.tzinfo else ev.occurred_at.replace(tzinfo=timezone.utc)  # SQLite
     return LedgerEntry(event_id=ev.event_id, kiosk_seq=ev.kiosk_seq, occurred_at=at, mono_ns=ev.mono_ns,
                        boot_id=ev.boot_id, kind=ev.kind, member=ev.member_id, delta=ev.delta, rule=ev.rule,

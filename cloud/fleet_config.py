@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from cloud.hubkey import hub_signing_key
-from cloud.store import Base, Merchant, utcnow
+from cloud.store import Base, Merchant, create_tables, utcnow
 from kiosk.bus import MqttBus
 from kiosk.errors import ConfigError
 from kiosk.protocol import signed, topics
@@ -49,7 +49,7 @@ def latest_version(engine: Engine, merchant: str, kiosk: str | None = None) -> i
 
 def prepare(engine: Engine, data_dir: Path, merchant: str, program: Program, kiosk: str | None = None) -> dict:
     """Record and sign the next version of *merchant*'s (or *kiosk*'s) programme."""
-    Base.metadata.create_all(engine, tables=[ConfigRevision.__table__])
+    create_tables(engine, [ConfigRevision.__table__])
     if kiosk is not None:
         check_id(kiosk, "kiosk")
     key = hub_signing_key(data_dir)

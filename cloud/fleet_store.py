@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from cloud.broker.accounts import Account
-from cloud.store import Base, utcnow
+from cloud.store import Base, create_tables, utcnow
 
 
 class BrokerAccount(Base):
@@ -34,7 +34,7 @@ class BrokerAccount(Base):
 
 def ensure_tables(engine: Engine) -> None:
     """Create the fleet table if this database predates it (open_store ran before our import)."""
-    Base.metadata.create_all(engine, tables=[BrokerAccount.__table__])
+    create_tables(engine, [BrokerAccount.__table__])
 
 
 def all_accounts(session: Session) -> list[BrokerAccount]:

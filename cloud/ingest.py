@@ -4,9 +4,18 @@ Per message, in this order (DESIGN.md, "Hub ingest"): insert (idempotent on ``ev
 commit, PUBACK (paho manual ack), then publish the kiosk's retained cumulative
 ``events/ack``. A crash before the PUBACK makes the broker redeliver (our session is
 persistent) and the kiosk re-send; both are counted once because the insert is
-idempotent. Accepted events reach the merchant's ``ledger`` topic from the
-``ledger_outbox`` table by a relay thread, after the commit, so a crash between insert
-and publish loses nothing (the lease expires and the row is published again).
+idempotent.
+
+Accepted events reach the merchant's ``ledger`` topic through the ``ledger_outbox`` table
+(a transactional outbox). The ingest transaction writes the message's outbox rows already
+leased to this worker and hands the batch, built in memory, to the relay thread, which
+publishes it after the commit; the PUBACKed ids are marked published by the worker's next
+ingest transaction (or by the relay when the worker is idle). So publishing costs no
+database round trip of its own, and on SQLite the relay never queues for the write lock
+behind back-to-back ingest transactions. A crash between commit and publish loses
+nothing: the rows stay unpublished, and a sweep (every ``relay_interval``, by whichever
+thread is free) leases rows whose lease ran out, e.g. a crashed worker's; a restarted
+worker takes its own leftovers at once.
 
 Several workers share the load through an MQTT 5 shared subscription. Each worker also
 answers kiosks' catch-up requests (cloud/sync_responder.py) on the same connection.
@@ -18,10 +27,12 @@ import logging
 import os
 import signal
 import threading
+import time
 import tomllib
+from collections import deque
 from pathlib import Path
 
-from cloud.events import EventStore, Stored, ingest_with_retry
+from cloud.events import EventStore, OutboxBatch, Stored, ingest_with_retry
 from cloud.sync_responder import SyncResponder
 from kiosk.bus import Bus, BusSettings, Message, MqttBus, Tls
 from kiosk.errors import BusError, ConfigError
@@ -55,8 +66,16 @@ class IngestWorker:
         self._stopping = threading.Event()
         self._relay_wake = threading.Event()
         self._relay = threading.Thread(target=self._relay_loop, name=f"relay-{worker_id}", daemon=True)
+        self._outgoing: deque[OutboxBatch] = deque()  # leased to us, committed, not yet PUBACKed
+        self._acked: list[int] = []  # outbox ids PUBACKed, not yet marked published
+        self._acked_lock = threading.Lock()
+        self._sweep_lock = threading.Lock()
+        self._next_sweep = 0.0
+        self._ingesting = False
 
     def start(self) -> None:
+        # What an earlier run of this worker committed but never published: ours to send first.
+        self._outgoing.extend(self.store.claim_outbox(self.worker_id, lease=self.lease))
         self.bus.subscribe(self.subscription, self._on_events, qos=1)
         self.bus.on_connect(self._relay_wake.set)  # publish what waited while we were offline
         self._relay.start()
@@ -67,23 +86,43 @@ class IngestWorker:
         self._relay_wake.set()
         self.bus.stop()
         self._relay.join(self.publish_timeout + 5)
+        acked = self._take_acked()
+        if acked:  # else a restart would publish them again (harmless, but avoidable)
+            try:
+                self.store.mark_published(acked)
+            except Exception:
+                log.exception("ingest.mark_failed", extra={"worker": self.worker_id, "rows": len(acked)})
 
     # -- per message (the bus's dispatch thread) ------------------------------------------
     def _on_events(self, message: Message) -> None:
-        stored = ingest_with_retry(self.store, message.topic, message.payload, self._stopping)
+        self._ingesting = True
+        acked = self._take_acked()
+        try:
+            stored = ingest_with_retry(self.store, message.topic, message.payload, self._stopping,
+                                       lease_to=self.worker_id, lease=self.lease, published=acked)
+        except BaseException:
+            self._add_acked(acked)
+            raise
+        finally:
+            self._ingesting = False
         self.commits += 1
         if self.crash_after_commits is not None and self.commits >= self.crash_after_commits:
             log.critical("ingest.test_crash", extra={"worker": self.worker_id, "commits": self.commits})
             logging.shutdown()
             os._exit(CRASH_EXIT_CODE)
+        if stored.ledger is not None:
+            self._outgoing.append(stored.ledger)
+            self._relay_wake.set()
         message.ack()
         log.info("ingest.stored", extra={"worker": self.worker_id, "topic": message.topic, "dup": message.dup,
                                          "new": stored.new, "duplicates": stored.duplicates,
                                          "rejected": stored.rejected, "acked": stored.acked_through_seq,
                                          "conflicts": stored.conflicts})
         self._publish_ack(stored)
-        if stored.new:
-            self._relay_wake.set()
+        try:
+            self._sweep_if_due(time.monotonic())
+        except Exception:  # the relay's next sweep tries again
+            log.exception("ingest.sweep_failed", extra={"worker": self.worker_id})
 
     def _publish_ack(self, stored: Stored) -> None:
         """Always answer, even for duplicates: a re-send means the kiosk missed our last ack
@@ -96,7 +135,7 @@ class IngestWorker:
         except BusError as exc:  # the kiosk re-sends and we answer then
             log.info("ingest.ack_not_sent", extra={"kiosk": stored.kiosk, "error": str(exc)})
 
-    # -- the ledger outbox relay -------------------------------------------------------------
+    # -- the ledger outbox relay (its own thread) ----------------------------------------------
     def _relay_loop(self) -> None:
         while not self._stopping.is_set():
             self._relay_wake.wait(self.relay_interval)
@@ -105,13 +144,17 @@ class IngestWorker:
                 continue
             try:
                 self.relay_once()
+                if not self._ingesting:  # idle: the worker thread is not sweeping, so we do
+                    self._sweep_if_due(time.monotonic())
             except Exception:  # a database or broker hiccup: the rows stay and are retried
                 log.exception("ingest.relay_failed", extra={"worker": self.worker_id})
 
     def relay_once(self) -> int:
-        """Publish claimed outbox rows; mark each batch only after its PUBACK. Returns rows published."""
+        """Publish the batches waiting, oldest first; each one's ids count as published only after
+        its PUBACK. Stops at the first failure (the batch stays first in line). Returns rows sent."""
         published = 0
-        for claim in self.store.claim_outbox(self.worker_id, lease=self.lease):
+        while self._outgoing:
+            claim = self._outgoing[0]
             try:
                 delivery = self.bus.publish(topics.ledger(claim.merchant), encode(claim.batch), qos=1)
                 acked = delivery.wait(self.publish_timeout)
@@ -119,10 +162,40 @@ class IngestWorker:
                 log.info("ingest.relay_publish_failed", extra={"merchant": claim.merchant, "error": str(exc)})
                 return published
             if not acked:
-                return published  # the lease runs out and the rows are published again
-            self.store.mark_published(claim.ids)
+                return published
+            self._outgoing.popleft()
+            self._add_acked(claim.ids)
             published += len(claim.ids)
         return published
+
+    def _sweep_if_due(self, now: float) -> None:
+        """Every ``relay_interval``: mark what was PUBACKed and lease outbox rows whose lease ran out
+        (a crashed worker's). Run by the worker thread between messages, or by the relay when the
+        worker is idle, so on SQLite it never waits for the write lock behind our own ingest."""
+        if now < self._next_sweep or not self._sweep_lock.acquire(blocking=False):
+            return
+        try:
+            acked = self._take_acked()
+            try:
+                claims = self.store.claim_outbox(self.worker_id, lease=self.lease, own=False, published=acked)
+            except Exception:
+                self._add_acked(acked)
+                raise
+            self._outgoing.extend(claims)
+            self._next_sweep = now + self.relay_interval
+        finally:
+            self._sweep_lock.release()
+        if claims:
+            self._relay_wake.set()
+
+    def _take_acked(self) -> list[int]:
+        with self._acked_lock:
+            acked, self._acked = self._acked, []
+        return acked
+
+    def _add_acked(self, ids: list[int]) -> None:
+        with self._acked_lock:
+            self._acked.extend(ids)
 
 
 def hub_mqtt_settings(path: Path, worker: int) -> dict:

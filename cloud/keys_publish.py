@@ -19,7 +19,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from cloud.hubkey import hub_signing_key
 from cloud.passes import export_keys
-from cloud.store import Base, Merchant, utcnow
+from cloud.store import Base, Merchant, create_tables, utcnow
 from kiosk.bus import Bus
 from kiosk.errors import BusError
 from kiosk.protocol import signed, topics
@@ -41,7 +41,7 @@ class KeysRevision(Base):
 
 def build_keys_document(engine: Engine, data_dir: Path, merchant: str) -> dict:
     """Record and sign the next keys document of *merchant*; raises ConfigError for an unknown merchant."""
-    Base.metadata.create_all(engine, tables=[KeysRevision.__table__])
+    create_tables(engine, [KeysRevision.__table__])
     keys = export_keys(engine, merchant)
     key = hub_signing_key(data_dir)
     with Session(engine) as session, session.begin():

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String,
-                        UniqueConstraint, create_engine, select)
+from collections.abc import Sequence
+
+from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Table,
+                        UniqueConstraint, create_engine, select, text)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -51,11 +53,31 @@ def default_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'hub.sqlite3'}"
 
 
+_SCHEMA_LOCK = 0x5354_4D50  # PostgreSQL advisory lock around CREATE TABLE ("STMP")
+
+
 def open_store(url: str) -> Engine:
     """Create the engine and the tables (Alembic takes over once the schema is in use)."""
     engine = create_engine(url)
-    Base.metadata.create_all(engine)
+    create_tables(engine)
     return engine
+
+
+def create_tables(engine: Engine, tables: Sequence[Table] | None = None) -> None:
+    """Create the missing tables (all, or *tables*) in one transaction that holds the schema lock.
+
+    Several processes may start on a fresh database at once (``systemctl start
+    stempel-hub-ingest@1 stempel-hub-ingest@2``); ``create_all`` checks, then creates, so
+    without a lock the slower one dies with "table ... already exists". On PostgreSQL an
+    advisory lock serialises the creators (DDL is transactional there: the second one then
+    sees the tables); on SQLite ``BEGIN IMMEDIATE`` takes the database's write lock first.
+    """
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
+        elif engine.dialect.name == "sqlite" and not conn.connection.driver_connection.in_transaction:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # pysqlite runs DDL outside a transaction by default
+        Base.metadata.create_all(conn, tables=tables)
 
 
 def get_merchant(session: Session, merchant_id: str) -> Merchant | None:

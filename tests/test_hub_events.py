@@ -140,3 +140,47 @@ def test_the_ledger_outbox_is_leased_published_once_and_recovered_after_a_crash(
     assert [(c.merchant, len(c.ids)) for c in retaken] == [("other-shop", 2)]
     store.mark_published(retaken[0].ids)
     assert store.unpublished() == 0 and store.claim_outbox("w1") == []
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_creators_started_at_the_same_instant_all_get_the_tables(hub_url, round_):
+    """`systemctl start stempel-hub-ingest@1 stempel-hub-ingest@2` on a fresh database: every
+    process opens the store at once, and none may die with "table ... already exists"."""
+    from cloud.store import open_store
+
+    creators = 4
+    barrier = threading.Barrier(creators)
+    errors: list[BaseException] = []
+
+    def create() -> None:
+        barrier.wait(10)
+        try:
+            open_store(hub_url).dispose()
+        except BaseException as exc:  # surfaced below; a thread's exception would vanish
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(creators)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    store = EventStore.open(hub_url)
+    assert store.ingest(topics.events(M, "k1"), message(kiosk_events(1))).new == 1
+    store.close()
+
+
+def test_two_events_with_one_kiosk_seq_are_dead_lettered_not_retried(hub_url):
+    """A batch no kiosk could send must not block the worker: it goes to dead letters."""
+    store = EventStore.open(hub_url)
+    try:
+        at = datetime(2026, 3, 2, 9, tzinfo=timezone.utc)
+        twins = [WireEvent(event_id=new_event_id(), kiosk_seq=1, occurred_at=at, mono_ns=1, boot_id="b",
+                           kind="earn", member="anna", delta=1) for _ in range(2)]
+        stored = store.ingest(topics.events("cafe-rosa", "k1"), encode(EventBatch(events=twins)))
+        assert stored.new == 0
+        [dead] = store.dead_letters()
+        assert "share kiosk_seq 1" in dead.reason
+        assert store.events("cafe-rosa") == []
+    finally:
+        store.close()

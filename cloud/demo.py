@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -24,12 +23,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cloud.devbroker import Mosquitto
+from cloud.devbroker import Mosquitto, terminate
 from cloud.hubkey import hub_keys_json
 from kiosk.app import ScanResult
 from kiosk.clock import FakeClock
 from kiosk.config import load_config
-from kiosk.display import screens
 from kiosk.hardware import scenes
 from kiosk.hardware.camera import VirtualCamera
 from kiosk.loop import run as run_loop
@@ -125,12 +123,7 @@ class Services:
         return sh("stempel-hub", "--data-dir", str(OUT / "hub"), *args, "--port", str(self.broker.port))
 
     def __exit__(self, *exc) -> None:
-        if self.ingest and self.ingest.poll() is None:
-            self.ingest.send_signal(signal.SIGTERM)
-            try:
-                self.ingest.wait(10)
-            except subprocess.TimeoutExpired:
-                self.ingest.kill()
+        terminate(self.ingest)
         self.broker.stop()
 
 

@@ -219,7 +219,7 @@ class OutboxSender:
     def _take_acks(self, last_seq: int) -> bool:
         """Persist a newer hub ack; True if it moved. An ack beyond our last event is refused."""
         with self._lock:
-            heard, reconnected = self._hub_acked, self._reconnected
+            heard = self._hub_acked
         if heard > last_seq:  # never release on a claim about events we don't have; say so once
             error = f"hub ack {heard} is ahead of this ledger ({last_seq}); was the ledger replaced?"
             if self.last_error != error:

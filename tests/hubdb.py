@@ -54,3 +54,13 @@ def hub_url(request, tmp_path) -> str:
     name = request.getfixturevalue("pg_database")
     _reset(name)
     return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+@pytest.fixture
+def store(hub_url):
+    """An EventStore on an empty hub database, once per backend."""
+    from cloud.events import EventStore
+
+    s = EventStore.open(hub_url)
+    yield s
+    s.close()

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from cloud.devbroker import terminate
 from cloud.events import EventStore
 from kiosk.bus import BusSettings, Message, MqttBus
 from kiosk.ledger import Ledger
@@ -106,12 +107,7 @@ class IngestProc:
             self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        terminate(self.proc)
 
     def records(self, event: str) -> list[dict]:
         """Structured log lines named *event* from the current run."""

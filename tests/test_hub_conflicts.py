@@ -8,7 +8,7 @@ import itertools
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hubdb import hub_url, pg_database  # noqa: F401  (fixtures)
+from hubdb import hub_url, pg_database, store  # noqa: F401  (fixtures)
 
 from cloud.conflicts import find_dip
 from cloud.events import EventStore
@@ -34,13 +34,6 @@ class Kiosk:
 
     def send(self, store: EventStore, *events: WireEvent):
         return store.ingest(topics.events(M, self.name), encode(EventBatch(events=list(events))))
-
-
-@pytest.fixture
-def store(hub_url):
-    s = EventStore.open(hub_url)
-    yield s
-    s.close()
 
 
 def test_two_offline_redemptions_of_the_same_stamps_are_one_conflict(store):

@@ -9,7 +9,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hubdb import hub_url, pg_database  # noqa: F401  (fixtures)
+from hubdb import hub_url, pg_database, store  # noqa: F401  (fixtures)
 
 from cloud.events import EventStore
 from kiosk.protocol import topics
@@ -28,13 +28,6 @@ def kiosk_events(n: int, member: str = "m-1") -> list[WireEvent]:
 
 def message(events: list[WireEvent]) -> bytes:
     return encode(EventBatch(events=events))
-
-
-@pytest.fixture
-def store(hub_url):
-    s = EventStore.open(hub_url)
-    yield s
-    s.close()
 
 
 def test_a_batch_delivered_twice_is_stored_once(store):

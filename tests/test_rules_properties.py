@@ -8,7 +8,7 @@ deterministic.
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kiosk.rules import MemberState, Outcome, Redeem, Visit, apply, evaluate, fold, parse_program

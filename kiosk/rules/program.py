@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kiosk.errors import ConfigError
 from kiosk.protocol.ids import ID_PATTERN
 from kiosk.tomlfile import explain, read_toml
 

@@ -30,10 +30,8 @@ if TYPE_CHECKING:  # the wire models cost ~0.1 s to import; a scan-image run nev
 
 SCAN_REJECTED = "scan_rejected"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    kiosk_seq   INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id    TEXT NOT NULL UNIQUE,
+# What every ledger row holds, own events and those of the merchant's other kiosks alike.
+_EVENT_COLUMNS = """\
     kind        TEXT NOT NULL,
     member      TEXT,
     delta       INTEGER NOT NULL DEFAULT 0,
@@ -43,8 +41,13 @@ CREATE TABLE IF NOT EXISTS events (
     detail      TEXT,
     occurred_at TEXT NOT NULL,
     mono_ns     INTEGER NOT NULL,
-    boot_id     TEXT NOT NULL
-);
+    boot_id     TEXT NOT NULL"""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    kiosk_seq   INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id    TEXT NOT NULL UNIQUE,
+{columns});
 CREATE INDEX IF NOT EXISTS events_member ON events (member, kiosk_seq);
 CREATE TABLE IF NOT EXISTS counter_session (
     id          INTEGER PRIMARY KEY CHECK (id = 1),
@@ -57,17 +60,7 @@ CREATE TABLE IF NOT EXISTS hub_events (
     event_id    TEXT NOT NULL UNIQUE,
     kiosk       TEXT NOT NULL,
     kiosk_seq   INTEGER NOT NULL,
-    kind        TEXT NOT NULL,
-    member      TEXT,
-    delta       INTEGER NOT NULL DEFAULT 0,
-    rule        TEXT,
-    reward      TEXT,
-    reason      TEXT,
-    detail      TEXT,
-    occurred_at TEXT NOT NULL,
-    mono_ns     INTEGER NOT NULL,
-    boot_id     TEXT NOT NULL
-);
+{columns});
 CREATE INDEX IF NOT EXISTS hub_events_member ON hub_events (member, hub_seq);
 CREATE TABLE IF NOT EXISTS hub_cursor (
     id              INTEGER PRIMARY KEY CHECK (id = 1),
@@ -81,7 +74,7 @@ CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
-"""
+""".replace("{columns}", _EVENT_COLUMNS + "\n")
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,18 @@
-"""Screens against golden PNGs (regenerate with STEMPEL_UPDATE_GOLDEN=1 after a deliberate change)."""
+"""Screens against golden PNGs (regenerate with STEMPEL_UPDATE_GOLDEN=1 after a deliberate change,
+and look at the new PNGs before committing them), every string's glyphs, and every screen's layout."""
 
 import os
+import unicodedata
 from pathlib import Path
 
 import pytest
 from luma.core.device import dummy
-from PIL import Image, ImageChops
+from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from kiosk.display import screens
+from kiosk.display.device import HEIGHT, WIDTH
 from kiosk.display.texts import REASONS, TEXTS
+from kiosk.protocol.passes import Reason
 
 GOLDEN = Path(__file__).parent / "golden"
 SCREENS = {
@@ -16,17 +20,64 @@ SCREENS = {
     "stamped-7-of-10": screens.Stamped(7, 10),
     "reward-ready": screens.RewardReady("Free coffee", 10, 10),
     "already-stamped": screens.AlreadyStamped(3, 10, 42),
+    "already-stamped-a-day": screens.AlreadyStamped(3, 10, 1440),
     "redeemed": screens.Redeemed("Free coffee", 2),
     "rejected-wrong-merchant": screens.Rejected("wrong_merchant"),
     "rejected-forged": screens.Rejected("forged"),
     "nothing-to-redeem": screens.NothingToRedeem(),
     "points-earned": screens.Stamped(1230, 1500, "points", 120),
     "amount-required": screens.AmountRequired(),
+    "de-idle": screens.Idle("Bäckerei Öztürk", "de"),
     "de-stamped": screens.Stamped(3, 10, lang="de"),
     "de-reward-ready-points": screens.RewardReady("5 EUR Gutschein", 520, 1000, "points", "de"),
     "de-already-stamped": screens.AlreadyStamped(3, 10, 42, lang="de"),
+    "de-redeemed": screens.Redeemed("Süßes Teilchen", 2, lang="de"),
+    "de-nothing-to-redeem": screens.NothingToRedeem("de"),
     "de-rejected-wrong-merchant": screens.Rejected("wrong_merchant", "de"),
+    "de-rejected-truncated": screens.Rejected("truncated", "de"),
 }
+
+TYPICAL = {"n": 1500, "b": 10, "g": 10, "m": 60}
+"""Values a customer usually sees: every string must fit in the 6x12 body font with them."""
+WORST = {"n": 99999, "b": 99, "g": 99, "m": 7 * 24 * 60}
+"""Largest values a screen can be given (cooldown is capped at a week): still on the screen."""
+MISSING = ("\ue000", "\uffff", "\U0010fffd")
+"""Code points no font has a glyph for: they show the font's missing-glyph shape."""
+
+
+def _strings(values: dict) -> list[tuple[str, str, str]]:
+    """(lang, key, text) for every string of every language table, formatted with *values*."""
+    rows = [(lang, key, _format(key, template, values))
+            for lang, table in TEXTS.items() for key, template in table.items()]
+    for lang, table in REASONS.items():
+        rows += [(lang, code, line) for code, lines in table.items() for line in lines]
+    return rows
+
+
+def _format(key: str, template: str, values: dict) -> str:
+    """A template filled as the screens fill it: the points count is "balance/goal"."""
+    if key == "points":
+        values = {**values, "n": f"{values['n']}/{values['n']}"}
+    return template.format(**values)
+
+
+def _glyph(font: ImageFont.FreeTypeFont, char: str) -> bytes:
+    """*char* drawn alone the way screens draw text (1-bit, so fontmode "1"), as raw pixels."""
+    image = Image.new("1", (32, 32), 0)
+    ImageDraw.Draw(image).text((4, 4), char, font=font, fill=1)
+    return image.tobytes()
+
+
+def _looks_missing(font: ImageFont.FreeTypeFont, char: str) -> bool:
+    """True if *char* would show as the missing-glyph shape, or as nothing though it is not a space.
+
+    Terminus draws a character it lacks as its own "?", so "?" itself is allowed that shape.
+    """
+    if unicodedata.category(char) in ("Zs", "Cf"):  # spaces and the soft hyphen draw nothing
+        return False
+    shape = _glyph(font, char)
+    blank = _glyph(font, " ")
+    return shape == blank or (char != "?" and shape in {_glyph(font, c) for c in MISSING})
 
 
 @pytest.mark.parametrize("name", SCREENS)
@@ -40,23 +91,100 @@ def test_screen_matches_golden(name):
         assert ImageChops.difference(device.image.convert("L"), golden.convert("L")).getbbox() is None
 
 
-def test_every_rejection_reason_has_a_screen_text_that_fits():
-    from kiosk.protocol.passes import Reason
+@pytest.mark.parametrize("role", screens.FONTS)
+def test_every_string_of_every_language_has_a_glyph_for_every_character(role):
+    font = screens.font(role)
+    for lang, key, line in _strings(TYPICAL):
+        missing = sorted({c for c in line if _looks_missing(font, c)})
+        assert not missing, (role, lang, key, line, missing)
 
-    reasons = [v for k, v in vars(Reason).items() if k.isupper()]
-    for lang, table in REASONS.items():
-        assert set(table) == set(reasons), lang
-        for first, second in table.values():
-            for line, size in ((first, 14), (second, 12)):
-                assert screens.font(size).getlength(line) <= 124, (lang, line)
+
+@pytest.mark.parametrize("role", screens.FONTS)
+def test_every_font_covers_latin_1_and_the_usual_punctuation(role):
+    font = screens.font(role)
+    chars = [chr(c) for c in range(0x21, 0x7F)] + [chr(c) for c in range(0xA1, 0x100)] + list("€–—„“”‚‘’…•")
+    assert [c for c in chars if _looks_missing(font, c)] == []
+
+
+@pytest.mark.parametrize("role", screens.FONTS)
+def test_the_missing_glyph_check_catches_a_missing_glyph(role):
+    """The check above is not vacuous: a CJK ideograph and a private-use code point are caught."""
+    font = screens.font(role)
+    assert _looks_missing(font, "\u4e00") and _looks_missing(font, "\ue123")
+    assert not _looks_missing(font, "ä") and not _looks_missing(font, " ")
+
+
+def test_every_string_fits_in_the_body_font_with_typical_values():
+    body = screens.font("body")
+    for lang, key, line in _strings(TYPICAL):
+        left, _, right, _ = body.getbbox(line)
+        assert right - left <= screens.TEXT_WIDTH, (lang, key, line)
+
+
+def test_every_string_fits_the_screen_with_the_largest_values():
+    for lang, key, line in _strings(WORST):
+        left, _, right, _ = screens.fitting_font(line, *screens.TITLE).getbbox(line)
+        assert right - left <= screens.TEXT_WIDTH, (lang, key, line)
+
+
+class _Recorder(ImageDraw.ImageDraw):
+    """A drawing surface that keeps the bounding box of every text it draws."""
+
+    def __init__(self, image: Image.Image):
+        super().__init__(image)
+        self.boxes: list[tuple[str, tuple[int, int, int, int]]] = []
+
+    def text(self, xy, text, *args, **kwargs):
+        box = self.textbbox(xy, text, font=kwargs.get("font"), anchor=kwargs.get("anchor"))
+        self.boxes.append((text, tuple(int(v) for v in box)))
+        return super().text(xy, text, *args, **kwargs)
+
+
+def _every_screen(lang: str) -> list[screens.Screen]:
+    """Every screen in *lang*, with the longest names and largest numbers it can be given."""
+    shop, reward, week = "Bäckerei Müller-Lüdenscheid", "Großer Milchkaffee", 7 * 24 * 60
+    codes = sorted({code for table in REASONS.values() for code in table}) + ["some_future_reason_code_x"]
+    return [
+        screens.Idle(shop, lang),
+        screens.Stamped(99, 99, lang=lang),
+        screens.Stamped(12, 12, lang=lang),
+        screens.Stamped(99999, 99999, "points", 99999, lang),
+        screens.RewardReady(reward, 99, 99, lang=lang),
+        screens.RewardReady(reward, 99999, 99999, "points", lang),
+        screens.AlreadyStamped(99, 99, week, lang=lang),
+        screens.AlreadyStamped(99999, 99999, week, "points", lang),
+        screens.AmountRequired(lang),
+        screens.Redeemed(reward, 99999, lang=lang),
+        screens.Redeemed(reward, 99999, "points", lang),
+        screens.NothingToRedeem(lang),
+        *(screens.Rejected(code, lang) for code in codes),
+    ]
 
 
 @pytest.mark.parametrize("lang", TEXTS)
-def test_every_screen_text_fits_in_both_languages(lang):
-    assert set(TEXTS[lang]) == set(TEXTS["en"])
-    for key, template in TEXTS[lang].items():
-        line = template.format(n=1500, b=10, g=10, m=60)
-        assert screens.font(12).getlength(line) <= 124, (lang, key, line)
+def test_no_screen_text_leaves_the_screen_or_overlaps(lang):
+    """Every text box inside the 2 px margin, clear of the other texts and of the progress bar."""
+    for screen in _every_screen(lang):
+        surface = _Recorder(Image.new("1", (WIDTH, HEIGHT), 0))
+        screens.draw(screen, surface)
+        assert surface.boxes, screen
+        with_progress = isinstance(screen, screens.Stamped | screens.RewardReady | screens.AlreadyStamped)
+        bottom = 46 if with_progress else HEIGHT - 1  # the progress bar starts at row 46
+        for line, (left, top, right, low) in surface.boxes:
+            assert left >= 2 and right <= WIDTH - 2 and top >= 1 and low <= bottom, (screen, line)
+        for i, (line, box) in enumerate(surface.boxes):
+            for other, obox in surface.boxes[i + 1 :]:
+                assert box[3] <= obox[1] or obox[3] <= box[1], (screen, line, other)
+
+
+def test_every_rejection_reason_has_a_screen_text_in_every_language():
+    """Every pass rejection has its two lines (the table may hold other codes, e.g. out of order)."""
+    reasons = {v for k, v in vars(Reason).items() if k.isupper()}
+    assert set(TEXTS) == set(REASONS)
+    assert reasons <= set(REASONS["en"])
+    for lang in TEXTS:
+        assert set(REASONS[lang]) == set(REASONS["en"]), lang
+        assert set(TEXTS[lang]) == set(TEXTS["en"]), lang
 
 
 def test_progress_never_overflows_for_long_cards():

@@ -1,13 +1,18 @@
 """Screens as pure functions of state, drawn through luma's ``canvas``.
 
 Each screen is a small frozen dataclass (with the programme's language); ``render``
-draws it onto a 1-bit 128x64 image and ``show`` puts it on a luma device.
+draws it onto a 1-bit 128x64 image and ``show`` puts it on a luma device. Text is set in
+bitmap fonts shipped in ``fonts/`` (Terminus; Misc-Fixed 5x8 for over-long lines): drawn
+for small monochrome screens, the same pixels on every machine, and with the umlauts
+Pillow's built-in font lacks.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -78,10 +83,45 @@ class NothingToRedeem:
 Screen = Idle | Stamped | RewardReady | AlreadyStamped | AmountRequired | Redeemed | Rejected | NothingToRedeem
 
 
-@lru_cache(maxsize=4)
-def font(size: int) -> ImageFont.ImageFont:
-    """Pillow's embedded font at *size* px: the same on every machine, no font files needed."""
-    return ImageFont.load_default(size=size)
+TEXT_WIDTH = WIDTH - 4
+"""Widest line of text: a 2 px margin on each side (the rejection frame is 1 px)."""
+
+FONTS = {
+    "title": ("ter-u14b_unicode.pcf.gz", 14),
+    "body": ("ter-u12n_unicode.pcf.gz", 12),
+    "small": ("5x8.pcf.gz", 8),
+}
+"""Role -> (file in ``fonts/``, pixel size of its only strike): Terminus 8x14 bold and
+6x12, and Misc-Fixed 5x8 for a line too long for 6x12 (see ``fonts/README.md``)."""
+
+
+@lru_cache(maxsize=len(FONTS))
+def font(role: str) -> ImageFont.FreeTypeFont:
+    """The packaged bitmap font for *role* (a key of ``FONTS``).
+
+    Read through importlib.resources so it works from a wheel as from a checkout. The
+    basic layout engine keeps advances identical with and without libraqm; ``draw`` sets
+    fontmode "1" (no antialiasing).
+    """
+    name, size = FONTS[role]
+    data = (resources.files(__package__) / "fonts" / name).read_bytes()
+    return ImageFont.truetype(io.BytesIO(data), size=size, layout_engine=ImageFont.Layout.BASIC)
+
+
+def fitting_font(line: str, *roles: str) -> ImageFont.FreeTypeFont:
+    """The first of *roles* in which *line* fits ``TEXT_WIDTH`` (the last one if none does).
+
+    A long German title or a long cooldown ("again in 1440m") steps down a size instead
+    of running off both edges of the screen.
+    """
+    for role in roles[:-1]:
+        if font(role).getlength(line) <= TEXT_WIDTH:
+            return font(role)
+    return font(roles[-1])
+
+
+TITLE, LINE = ("title", "body", "small"), ("body", "small")
+"""Font roles to try, largest first, for a screen's first line and for any other line."""
 
 
 def _progress(draw: ImageDraw.ImageDraw, balance: int, goal: int, unit: str, top: int = 46) -> None:
@@ -99,9 +139,9 @@ def _progress(draw: ImageDraw.ImageDraw, balance: int, goal: int, unit: str, top
 
 
 def _lines(draw: ImageDraw.ImageDraw, first: str, second: str = "", top: int = 6) -> None:
-    draw.text((WIDTH // 2, top), first, font=font(14), fill=1, anchor="mt")
+    draw.text((WIDTH // 2, top), first, font=fitting_font(first, *TITLE), fill=1, anchor="mt")
     if second:
-        draw.text((WIDTH // 2, top + 18), second, font=font(12), fill=1, anchor="mt")
+        draw.text((WIDTH // 2, top + 18), second, font=fitting_font(second, *LINE), fill=1, anchor="mt")
 
 
 def _count(lang: str, balance: int, goal: int, unit: str) -> str:
@@ -110,6 +150,7 @@ def _count(lang: str, balance: int, goal: int, unit: str) -> str:
 
 def draw(screen: Screen, canvas: ImageDraw.ImageDraw) -> None:
     """Draw *screen*; one branch per screen, each a few lines."""
+    canvas.fontmode = "1"  # no antialiasing, also on an RGB emulator's canvas
     match screen:
         case Idle(shop, lang):
             _lines(canvas, shop[:16], text(lang, "show_pass"), top=14)
@@ -130,7 +171,7 @@ def draw(screen: Screen, canvas: ImageDraw.ImageDraw) -> None:
         case Redeemed(reward, balance, unit, lang):
             _lines(canvas, text(lang, "redeemed"), reward[:18])
             left = text(lang, "left_stamps" if unit == "stamps" else "left_points", n=balance)
-            canvas.text((WIDTH // 2, 50), left, font=font(10), fill=1, anchor="mt")
+            canvas.text((WIDTH // 2, 50), left, font=fitting_font(left, *LINE), fill=1, anchor="mt")
         case Rejected(code, lang):
             first, second = reason_text(lang, code)
             canvas.rectangle((0, 0, WIDTH - 1, HEIGHT - 1), outline=1)

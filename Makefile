@@ -25,6 +25,7 @@ demo: system-deps $(READY)
 	$(PY) -m cloud.demo
 
 test: system-deps $(READY)
+	@scripts/system-deps.sh test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: system-deps $(READY)

@@ -16,6 +16,8 @@ from kiosk.clock import FakeClock
 from kiosk.config import load_config
 from kiosk.wiring import build_kiosk
 
+from hubdb import PG_USED, pg_server  # noqa: F401  (one PostgreSQL server for the whole session)
+
 MERCHANT = "cafe-rosa"
 START = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)  # a Monday
 
@@ -73,3 +75,9 @@ def kiosk(kiosk_dir: Path, clock: FakeClock):
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261124)
+
+
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    """Say which PostgreSQL the hub tests ran on: the shared server or a private cluster."""
+    if (used := config.stash.get(PG_USED, None)) is not None:
+        terminalreporter.write_line(f"PostgreSQL: {used}")

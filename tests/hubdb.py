@@ -1,47 +1,67 @@
 """Hub databases for tests: a fresh SQLite file, or a PostgreSQL database made for this session.
 
-``hub_url`` runs a test once per backend. PostgreSQL must be reachable at 127.0.0.1:5432
-(trust auth, user postgres, database ``test``); if it is not, the test fails with the fix —
-it never skips, because a hub test that silently ran on SQLite only proves half the claim.
-Import the fixtures into a test module: ``from hubdb import hub_url, pg_database  # noqa: F401``.
+``hub_url`` runs a test once per backend. The PostgreSQL server is ``pg_server`` (one per test
+session, see tests/postgres.py): ``$STEMPEL_TEST_PG`` if set, else 127.0.0.1:5432 when it answers,
+else a private cluster started for the session. A server that cannot be had fails the test with
+the fix — it never skips, because a hub test that silently ran on SQLite only proves half the claim.
+Import the fixtures into a test module: ``from hubdb import hub_url, pg_database  # noqa: F401``
+(``pg_server`` comes from conftest.py, so the whole session shares one server).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 
-PG_ADMIN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=5"
+from postgres import PostgresUnavailable, Server, session_server
 
-
-def _admin() -> psycopg.Connection:
-    try:
-        return psycopg.connect(PG_ADMIN, autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable ({PG_ADMIN}): {exc}\n"
-                    "Start a server at 127.0.0.1:5432 with a `test` database (e.g. `service postgresql start`); "
-                    "the PostgreSQL hub tests fail rather than skip.", pytrace=False)
+PG_USED = pytest.StashKey[str]()
 
 
 @pytest.fixture(scope="session")
-def pg_database():
+def pg_server(request) -> Iterator[Server]:
+    """The session's PostgreSQL server, started on first use and stopped (if private) at the end."""
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(session_server())
+        except PostgresUnavailable as exc:
+            error = str(exc)
+        else:
+            request.config.stash[PG_USED] = server.label
+            yield server
+            return
+        pytest.fail(error, pytrace=False)  # outside the except: the message alone, no chained traceback
+
+
+def _admin(server: Server) -> psycopg.Connection:
+    try:
+        return psycopg.connect(server.dsn(), autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL ({server.label}) is not reachable: {exc}\n"
+                    "The PostgreSQL hub tests fail rather than skip.", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def pg_database(pg_server: Server):
     """A uniquely named database for this test session, dropped at the end."""
     name = f"stempel_test_{os.getpid()}_{secrets.token_hex(4)}"
-    with _admin() as admin:
+    with _admin(pg_server) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
         yield name
     finally:
-        with _admin() as admin:
+        with _admin(pg_server) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _reset(name: str) -> None:
+def _reset(server: Server, name: str) -> None:
     """An empty schema, whatever tables earlier tests (or other modules' models) created."""
-    with psycopg.connect(f"host=127.0.0.1 port=5432 dbname={name} user=postgres", autocommit=True) as conn:
+    with psycopg.connect(server.dsn(name), autocommit=True) as conn:
         conn.execute("DROP SCHEMA public CASCADE")
         conn.execute("CREATE SCHEMA public")
 
@@ -52,8 +72,9 @@ def hub_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'hub.sqlite3'}"
     name = request.getfixturevalue("pg_database")
-    _reset(name)
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    server = request.getfixturevalue("pg_server")
+    _reset(server, name)
+    return server.url(name)
 
 
 @pytest.fixture

@@ -36,9 +36,9 @@ from kiosk.protocol import topics
 from kiosk.protocol.ids import new_event_id
 from kiosk.protocol.messages import EventsAck, decode
 from kiosk.sync import SenderSettings, batch_message
+from tests.postgres import session_server
 
 HUB = str(Path(sys.executable).parent / "stempel-hub")
-PG_ADMIN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=5"
 SENDER = SenderSettings()  # the kiosk's defaults: 100 events per message, 1,000 in flight
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
@@ -53,19 +53,17 @@ def hub_database(backend: str, workdir: Path) -> Iterator[str]:
         yield url
         return
     name = f"stempel_bench_{os.getpid()}_{secrets.token_hex(4)}"
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True)
-    except psycopg.OperationalError as exc:
-        raise RuntimeError(f"PostgreSQL is not reachable ({PG_ADMIN}): {exc}") from None
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        _create(url)
-        yield url
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    # The tests' server: STEMPEL_TEST_PG, else 127.0.0.1:5432, else a private cluster (raises PostgresUnavailable).
+    with session_server() as server:
+        with psycopg.connect(server.dsn(), autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            url = server.url(name)
+            _create(url)
+            yield url
+        finally:
+            with psycopg.connect(server.dsn(), autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _create(url: str) -> None:
@@ -225,7 +223,7 @@ def make_batches(kiosk_no: int, events: int, size: int) -> list[Batch]:
         rows = []
         for _ in range(min(size, events - seq)):
             seq += 1
-            rows.append(Event(seq, new_event_id(), "stamp_awarded", f"m-{(kiosk_no * 7919 + seq) % 5000}", 1,
+            rows.append(Event(seq, new_event_id(), "earn", f"m-{(kiosk_no * 7919 + seq) % 5000}", 1,
                               "visit", None, None, {"cause": "visit"}, T0 + timedelta(seconds=seq),
                               seq * 1_000_000_000, f"boot-{kiosk_no}"))
         batches.append(Batch(seq, batch_message(rows), [e.event_id for e in rows]))

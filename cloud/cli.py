@@ -47,7 +47,8 @@ def main(ctx: click.Context, data_dir: str | None, db_url: str | None) -> None:
 @main.command()
 @click.option("--merchant", required=True, help="Merchant id, a-z 0-9 '-' (e.g. cafe-rosa).")
 @click.option("--name", required=True, help="Shop name shown to customers.")
-@click.option("--base-url", default=DEFAULT_BASE_URL, show_default=True, help="Public URL of the hub (in pass QRs).")
+@click.option("--base-url", default=DEFAULT_BASE_URL, show_default=True,
+              help="Public URL of the hub, http(s)://HOST[:PORT][/PATH] (in pass QRs).")
 @click.pass_obj
 def init(hub, merchant: str, name: str, base_url: str) -> None:
     """Create a merchant and its signing key (idempotent)."""
@@ -59,28 +60,49 @@ def init(hub, merchant: str, name: str, base_url: str) -> None:
 
 @main.command("issue-pass")
 @click.option("--merchant", required=True)
-@click.option("--member-name", required=True, help="The customer's name, for the owner's records.")
-@click.option("--member", "member_id", help="Re-issue the pass of an existing member id.")
+@click.option("--member-name", help="The customer's name, for the owner's records (needed for a new member).")
+@click.option("--member", "member_id", help="A new pass for this existing member: a new serial, the same balance.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="FILE.png or FILE.svg")
 @click.pass_obj
-def issue_pass(hub, merchant: str, member_name: str, member_id: str | None, out: str) -> None:
-    """Enrol a member and write their pass QR."""
+def issue_pass(hub, merchant: str, member_name: str | None, member_id: str | None, out: str) -> None:
+    """Enrol a member (or give an existing one a new pass) and write the pass QR.
+
+    \b
+    A lost phone: `revoke-pass --member ID`, then `issue-pass --member ID --out new.png`,
+    then `keys publish`: the old pass is refused, the new one carries the balance on.
+    """
     hub = _open(hub)
-    issued = _run(lambda: passes.issue_pass(hub.engine, hub.keys, merchant, member_name, Path(out), member_id))
-    click.echo(f"member {issued.member}: pass written to {issued.path} (QR version {issued.qr_version})")
+    if member_id is None and member_name is None:
+        raise click.UsageError("a new member needs --member-name (or give --member ID for a new pass)")
+    if member_id is not None:
+        issued = _run(lambda: passes.reissue_pass(hub.engine, hub.keys, merchant, member_id, Path(out)))
+    else:
+        issued = _run(lambda: passes.issue_pass(hub.engine, hub.keys, merchant, member_name, Path(out)))
+    click.echo(f"member {issued.member}: pass {issued.serial} written to {issued.path} (QR version {issued.qr_version})")
+    if issued.qr_version > passes.qr.MAX_VERSION:
+        click.echo(f"warning: QR version {issued.qr_version} is too dense for some phone screens", err=True)
     click.echo(issued.url)
 
 
 @main.command("revoke-pass")
 @click.option("--merchant", required=True)
-@click.option("--member", required=True, help="The member id printed by issue-pass.")
+@click.option("--member", help="Revoke every pass of this member (the id issue-pass printed).")
+@click.option("--serial", help="Revoke only this pass (the serial issue-pass printed).")
 @click.pass_obj
-def revoke_pass(hub, merchant: str, member: str) -> None:
-    """Refuse a member's pass from now on (then publish the keys to the kiosks)."""
+def revoke_pass(hub, merchant: str, member: str | None, serial: str | None) -> None:
+    """Refuse a pass from now on; the member and their balance stay (then publish the keys)."""
+    if (member is None) == (serial is None):
+        raise click.UsageError("give exactly one of --member and --serial")
     hub = _open(hub)
-    changed = _run(lambda: passes.revoke_member(hub.engine, merchant, member))
-    click.echo(f"member {member}: pass {'revoked' if changed else 'was already revoked'}; "
-               f"kiosks refuse it once they have the new key list (`stempel-hub keys publish --merchant {merchant}`)")
+    if serial is not None:
+        label, done = f"pass {serial}", _run(lambda: passes.revoke_serial(hub.engine, merchant, serial))
+    else:
+        label, done = f"member {member}", _run(lambda: passes.revoke_member(hub.engine, merchant, member))
+    if not done:
+        click.echo(f"{label}: already revoked, nothing changed")
+        return
+    click.echo(f"{label}: revoked {', '.join(done.names())}; kiosks refuse it once they have the new key list "
+               f"(`stempel-hub keys publish --merchant {merchant}`)")
 
 
 @main.command("export-keys")
@@ -196,15 +218,22 @@ def add_kiosk(hub, merchant: str, kiosk: str, broker_host: str, broker_port: int
 @click.option("--group", envvar="STEMPEL_INGEST_GROUP", help="Shared subscription group. [stempel-ingest]")
 @click.option("--session-expiry", default=3600, show_default=True,
               help="Seconds the broker keeps an absent worker's unacknowledged messages.")
+@click.option("--max-event-ahead", "ahead_minutes", type=click.IntRange(0, 24 * 60), default=5, show_default=True,
+              envvar="STEMPEL_HUB_MAX_EVENT_AHEAD_MINUTES", help="Refuse events dated more minutes ahead of the hub.")
+@click.option("--max-event-age", "age_days", type=click.IntRange(1, 36500), default=3650, show_default=True,
+              envvar="STEMPEL_HUB_MAX_EVENT_AGE_DAYS", help="Refuse events dated more days before the hub's clock.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("--crash-after-commits", type=int, hidden=True, envvar="STEMPEL_TEST_CRASH_AFTER_COMMITS")
 @click.pass_obj
 def ingest(hub, mqtt_config, worker, host, port, username, password_file, ca_file, cert_file, key_file,
-           worker_id, group, session_expiry, verbose, crash_after_commits) -> None:
+           worker_id, group, session_expiry, ahead_minutes, age_days, verbose, crash_after_commits) -> None:
     """Store kiosk events from MQTT (shared subscription; run several for more throughput)."""
+    from datetime import timedelta
+
     from cloud.events import EventStore
     from cloud.ingest import bus_settings, hub_mqtt_settings, serve
     from kiosk import logs
+    from kiosk.protocol.event_schema import ClockWindow
     from kiosk.protocol.topics import INGEST_GROUP
 
     logs.setup(verbose)
@@ -220,7 +249,8 @@ def ingest(hub, mqtt_config, worker, host, port, username, password_file, ca_fil
     worker_id = worker_id or opts["username"] or f"stempel-ingest-{worker}"
     settings = _run(lambda: bus_settings(**opts, worker_id=worker_id, cert_file=cert_file, key_file=key_file,
                                          session_expiry=session_expiry))
-    store = _run(lambda: EventStore.open(url))
+    window = ClockWindow(future=timedelta(minutes=ahead_minutes), past=timedelta(days=age_days))
+    store = _run(lambda: EventStore.open(url, window=window))
     click.echo(f"ingest worker {worker_id} on {settings.host}:{settings.port}, database {hub.engine.url!r}; "
                "Ctrl-C stops", err=True)
     serve(store, settings, worker_id=worker_id, group=group, crash_after_commits=crash_after_commits)
@@ -284,8 +314,8 @@ def keys_publish(hub, merchant, mqtt_config, host, port, username, password_file
         topic = _run(lambda: publish_keys(bus, doc))
     finally:
         bus.stop()
-    click.echo(f"keys version {doc['version']} ({len(doc['keys'])} keys, {len(doc['revoked_members'])} revoked "
-               f"passes) on {topic}")
+    revoked = len(doc.get("revoked_passes", [])) + len(doc["revoked_members"])
+    click.echo(f"keys version {doc['version']} ({len(doc['keys'])} keys, {revoked} revoked passes) on {topic}")
 
 
 @main.command()

@@ -77,7 +77,7 @@ def script(urls: dict[str, str], rng: np.random.Generator) -> list[Step]:
         return scenes.render(text, rng, _look(rng))
 
     head, sig = urls["Anna"].rsplit(".", 1)
-    forged = f"{head}.{sig[:8]}{'Q' if sig[8] != 'Q' else 'R'}{sig[9:]}"
+    forged = f"{head}.{sig[:-20]}{'2' if sig[-20] == '1' else '1'}{sig[-19:]}"  # one digit of the signature
     steps = [
         Step("Anna shows her pass", 5, phone(urls["Anna"])),
         Step("Ben shows his pass", 7, phone(urls["Ben"])),

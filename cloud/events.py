@@ -13,13 +13,23 @@ re-parsed in Python every time) and one array parameter (``= ANY(:ids)``) instea
 read back: the outbox rows come from ``INSERT … SELECT`` over the ``hub_seq`` range just
 handed out, and the ``ledger`` batch is built from the decoded events.
 
+Every event is checked against the shared schema (kiosk/protocol/event_schema.py: bounded
+integers and strings, ``detail`` per kind) and the hub's clock window before it touches the
+database; one that fails is dead-lettered on its own and the rest of its batch is stored.
+``ingest_or_dead_letter`` decides the fate of a message the store could not take: retried
+while the *database* is unavailable, else dead-lettered (after a rollback, in a transaction
+of its own); a message that keeps failing is dead-lettered after ``max_attempts``.
+
 Nothing here touches MQTT: the worker (cloud/ingest.py) commits here, then acknowledges.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -30,7 +40,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, Row
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -38,12 +49,20 @@ from cloud.conflicts import record_conflicts
 from cloud.store import (Conflict, DeadLetter, HubEvent, KioskProgress, LedgerOutbox, LedgerStream, create_tables,
                          utcnow)
 from kiosk.errors import MessageError
-from kiosk.protocol.messages import EventBatch, LedgerBatch, LedgerEntry, WireEvent, decode
+from kiosk.protocol.event_schema import ClockWindow, check_time, printable
+from kiosk.protocol.messages import EventBatch, LedgerBatch, LedgerEntry, WireEvent, decode_items
 from kiosk.protocol.topics import parse_kiosk_topic
 
 log = logging.getLogger(__name__)
 
 _EVENTS, _OUTBOX = HubEvent.__table__, LedgerOutbox.__table__
+DEAD_LETTER_KEEP = 4096  # bytes of a refused payload kept; its length and sha256 go in the reason
+MAX_ATTEMPTS = 5  # a message that failed this often (database up) is dead-lettered
+_REMEMBERED = 10_000  # message keys kept in memory (dead letters written, attempts counted)
+
+
+class DatabaseUnavailable(Exception):
+    """The database is down and the worker is stopping: leave the message for redelivery."""
 
 
 @dataclass(frozen=True)
@@ -97,15 +116,30 @@ def make_engine(url: str) -> Engine:
 
 
 class EventStore:
-    def __init__(self, engine: Engine) -> None:
+    """*clock* is the hub's (injected in tests); *window* bounds ``occurred_at`` around it."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utcnow,
+                 window: ClockWindow = ClockWindow()) -> None:
         self.engine = engine
+        self.clock = clock
+        self.window = window
         self._pg = engine.dialect.name == "postgresql"
+        self._dead_seen: OrderedDict[str, None] = OrderedDict()  # dead letters already written
 
     @classmethod
-    def open(cls, url: str) -> "EventStore":
+    def open(cls, url: str, **options: Any) -> "EventStore":
         engine = make_engine(url)
         create_tables(engine)
-        return cls(engine)
+        return cls(engine, **options)
+
+    def healthy(self) -> bool:
+        """Whether the database answers (a connection and, on SQLite, its write lock)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(select(1))
+            return True
+        except Exception:  # whatever the driver raises, the answer is "no"
+            return False
 
     def close(self) -> None:
         self.engine.dispose()
@@ -125,17 +159,22 @@ class EventStore:
         """
         where = parse_kiosk_topic(topic)
         if where is None or where.leaf != "events":
-            return self._dead(topic, payload, "not a kiosk events topic", None, None)
+            return self._dead(topic, payload, "not a kiosk events topic", None, None, published)
         merchant, kiosk = where.merchant, where.kiosk
         try:
-            batch = decode(EventBatch, payload)
+            batch, invalid = decode_items(EventBatch, payload, "events")
         except MessageError as exc:
-            return self._dead(topic, payload, str(exc), merchant, kiosk)
-        events = _distinct(batch.events)
+            return self._dead(topic, payload, str(exc), merchant, kiosk, published)
+        now = self.clock()
+        events, untimely = self._in_window(batch.events, now)
+        events = _distinct(events)
         clash = _seq_clash(events)
         if clash is not None:  # a kiosk never numbers two events alike: a broken or hostile sender
-            return self._dead(topic, payload, f"two different events share kiosk_seq {clash}", merchant, kiosk)
-        now = utcnow()
+            return self._dead(topic, payload, f"two different events share kiosk_seq {clash}", merchant, kiosk,
+                              published)
+        refused_items = [(_item_json(r.item), r.reason) for r in invalid] + untimely
+        for item, reason in refused_items:
+            log.warning("ingest.event_refused", extra={"merchant": merchant, "kiosk": kiosk, "reason": reason[:300]})
         with self.engine.begin() as conn:
             if published:
                 self._mark(conn, published, now)
@@ -148,16 +187,32 @@ class EventStore:
                 conn.execute(update(LedgerStream).where(LedgerStream.merchant_id == merchant)
                              .values(last_hub_seq=last + len(rows)))
                 ids = self._add_to_outbox(conn, merchant, last, last + len(rows), lease_to, lease, now)
-            if refused:
-                conn.execute(insert(DeadLetter), [{"topic": topic, "payload": e.model_dump_json().encode(),
-                                                   "reason": reason, "received_at": now} for e, reason in refused])
+            letters = [self._letter(topic, e.model_dump_json().encode(), reason, now) for e, reason in refused]
+            letters += [self._letter(topic, item, reason, now) for item, reason in refused_items]
+            letters = dict(letter for letter in letters if letter is not None)
+            if letters:
+                conn.execute(insert(DeadLetter), list(letters.values()))
             conflicts = record_conflicts(conn, merchant, rows)
             acked = _advance_ack(conn, merchant, kiosk, [e.kiosk_seq for e in fresh], now)
+        self._written(letters)
         ledger = None
         if lease_to is not None and rows:
             ledger = OutboxBatch(merchant, ids, LedgerBatch(entries=[_entry(e, kiosk, row["hub_seq"])
                                                                      for e, row in zip(fresh, rows)]))
-        return Stored(merchant, kiosk, len(rows), duplicates, len(refused), acked, conflicts=conflicts, ledger=ledger)
+        return Stored(merchant, kiosk, len(rows), duplicates, len(refused) + len(refused_items), acked,
+                      conflicts=conflicts, ledger=ledger)
+
+    def _in_window(self, events: list[WireEvent], now: datetime) -> tuple[list[WireEvent], list[tuple[bytes, str]]]:
+        """Events dated within the clock window, and the others (as JSON) with why."""
+        inside, outside = [], []
+        for e in events:
+            try:
+                check_time(e.occurred_at, now, self.window)
+            except ValueError as exc:
+                outside.append((e.model_dump_json().encode(), f"[kiosk_seq {e.kiosk_seq}] {exc}"))
+            else:
+                inside.append(e)
+        return inside, outside
 
     def _lock_stream(self, conn: Connection, merchant: str) -> int:
         """Lock the merchant's stream row (creating it on first use); its last ``hub_seq``."""
@@ -210,15 +265,47 @@ class EventStore:
                      .returning(LedgerOutbox.id))
         return list(conn.scalars(statement))
 
-    def _dead(self, topic: str, payload: bytes, reason: str, merchant: str | None, kiosk: str | None) -> Stored:
+    def _dead(self, topic: str, payload: bytes, reason: str, merchant: str | None, kiosk: str | None,
+              published: Sequence[int] = ()) -> Stored:
+        """Dead-letter a whole message in a transaction of its own; the kiosk's ack is unchanged."""
         with self.engine.begin() as conn:
-            conn.execute(insert(DeadLetter).values(topic=topic[:300], payload=payload, reason=reason[:500]))
+            if published:
+                self._mark(conn, published, self.clock())
+            letter = self._letter(topic, payload, reason, self.clock())
+            if letter is not None:
+                conn.execute(insert(DeadLetter).values(**letter[1]))
             acked = 0
             if merchant and kiosk:
                 acked = conn.scalar(select(KioskProgress.acked_through_seq).where(
                     KioskProgress.merchant_id == merchant, KioskProgress.kiosk_id == kiosk)) or 0
-        log.warning("ingest.dead_letter", extra={"topic": topic, "reason": reason})
+        self._written(dict([letter] if letter else []))
+        log.warning("ingest.dead_letter", extra={"topic": printable(topic)[:300], "reason": reason[:300],
+                                                 "bytes": len(payload), "repeat": letter is None})
         return Stored(merchant, kiosk, acked_through_seq=acked, dead_letter=reason)
+
+    def dead_letter(self, topic: str, payload: bytes, reason: str, published: Sequence[int] = ()) -> Stored:
+        """Dead-letter a message the store failed on (call after the failed transaction rolled back)."""
+        where = parse_kiosk_topic(topic)
+        ok = where is not None and where.leaf == "events"
+        return self._dead(topic, payload, reason, where.merchant if ok else None, where.kiosk if ok else None,
+                          published)
+
+    def _letter(self, topic: str, payload: bytes, reason: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
+        """The key and ``dead_letters`` row of a refusal: the first DEAD_LETTER_KEEP bytes, the
+        length and sha256 in the reason, text cleaned for the column; None if this store wrote
+        the same one already (a kiosk re-sending a refused event must not fill the table)."""
+        key = message_key(topic, payload)
+        if key in self._dead_seen:
+            self._dead_seen.move_to_end(key)
+            return None
+        note = f" ({len(payload)} bytes, sha256 {hashlib.sha256(payload).hexdigest()})"
+        return key, {"topic": printable(topic)[:300], "payload": bytes(payload[:DEAD_LETTER_KEEP]),
+                     "reason": printable(reason)[:500 - len(note)] + note, "received_at": now}
+
+    def _written(self, letters: dict[str, Any]) -> None:
+        """Remember committed dead letters (only after the commit: a rolled back one is written again)."""
+        for key in letters:
+            _remember(self._dead_seen, key)
 
     # -- the ledger outbox -----------------------------------------------------------------
     def claim_outbox(self, worker: str, limit: int = 500, lease: float = 30.0, *, own: bool = True,
@@ -248,9 +335,11 @@ class EventStore:
             grouped: dict[str, tuple[list[int], list[LedgerEntry]]] = {}
             for ev in rows:
                 ids, entries = grouped.setdefault(ev.merchant_id, ([], []))
-                ids.append(claimed[ev.id])
-                entries.append(ledger_entry(ev))
-        return [OutboxBatch(m, ids, LedgerBatch(entries=entries)) for m, (ids, entries) in grouped.items()]
+                ids.append(claimed[ev.id])  # one that fails the schema is marked published, never sent
+                entry = _relayable(ev)
+                if entry is not None:
+                    entries.append(entry)
+        return [OutboxBatch(m, ids, LedgerBatch(entries=entries)) for m, (ids, entries) in grouped.items() if entries]
 
     def mark_published(self, ids: Sequence[int]) -> None:
         with self.engine.begin() as conn:
@@ -296,7 +385,7 @@ class EventStore:
             rows = conn.execute(select(_EVENTS).where(HubEvent.merchant_id == merchant,
                                                       HubEvent.hub_seq > after_hub_seq)
                                 .order_by(HubEvent.hub_seq).limit(limit))
-            return [ledger_entry(ev) for ev in rows], head
+            return [entry for entry in map(_relayable, rows) if entry is not None], head
 
     def conflicts(self, merchant: str | None = None) -> list[Conflict]:
         """Recorded balance conflicts, oldest first."""
@@ -315,20 +404,124 @@ class EventStore:
             return session.scalar(select(func.count()).where(LedgerOutbox.published_at.is_(None)))
 
 
-def ingest_with_retry(store: EventStore, topic: str, payload: bytes, stopping, max_delay: float = 30.0,
-                      **options: Any) -> Stored:
-    """Retry while the database is unavailable (locked, restarting); raise only if *stopping*
-    is set, leaving the message unacknowledged for redelivery. *options* go to ``ingest``."""
-    delay = 0.05
+def message_key(topic: str, payload: bytes) -> str:
+    """What identifies a message across redeliveries: sha256 of its topic and payload."""
+    return hashlib.sha256(topic.encode("utf-8", "surrogatepass") + b"\0" + bytes(payload)).hexdigest()
+
+
+class Attempts:
+    """How often each message (by ``message_key``) failed in this process; bounded in memory."""
+
+    def __init__(self) -> None:
+        self._counts: OrderedDict[str, int] = OrderedDict()
+
+    def add(self, key: str) -> int:
+        self._counts[key] = count = self._counts.pop(key, 0) + 1
+        while len(self._counts) > _REMEMBERED:
+            self._counts.popitem(last=False)
+        return count
+
+    def forget(self, key: str) -> None:
+        self._counts.pop(key, None)
+
+
+def ingest_or_dead_letter(store: EventStore, topic: str, payload: bytes, stopping, *, attempts: Attempts,
+                          max_attempts: int = MAX_ATTEMPTS, max_delay: float = 30.0, **options: Any) -> Stored:
+    """Store one message, or dead-letter it; never leave it hanging on a bad message.
+
+    A failure while the database does not answer is waited out (with back-off) and not
+    counted; raises DatabaseUnavailable only when *stopping* is set, so the message stays
+    unacknowledged for redelivery. A failure with the database up is the message's: a
+    transient one (lock timeout, deadlock, a unique-key race) is retried up to
+    *max_attempts*, anything else is dead-lettered at once with its reason. *options* go to
+    ``ingest`` (its ``published`` ids are marked by the dead letter's transaction instead).
+    """
+    key, delay = message_key(topic, payload), 0.05
     while True:
         try:
-            return store.ingest(topic, payload, **options)
-        except DBAPIError as exc:
-            if stopping.is_set():
-                raise
-            log.warning("ingest.db_retry", extra={"error": str(exc.orig or exc)[:300], "retry_in_s": delay})
-            stopping.wait(delay)
+            stored = store.ingest(topic, payload, **options)
+            attempts.forget(key)
+            return stored
+        except Exception as exc:
+            failure = exc
+        if _unavailable(failure) and not store.healthy():
+            _wait_for_database(failure, stopping, delay)
             delay = min(delay * 2, max_delay)
+            continue
+        count = attempts.add(key)
+        if _transient(failure) and count < max_attempts:
+            log.warning("ingest.retry", extra={"topic": topic, "attempt": count, "error": _describe(failure)})
+            stopping.wait(min(delay * count, max_delay))
+            continue
+        reason = f"the hub failed on it{f' {count} times' if count > 1 else ''}: {_describe(failure)}"
+        log.error("ingest.failed", extra={"topic": topic, "attempts": count, "error": _describe(failure)},
+                  exc_info=not isinstance(failure, DBAPIError))
+        try:
+            stored = store.dead_letter(topic, payload, reason, published=options.get("published", ()))
+        except Exception as exc:
+            if _unavailable(exc):  # a dead letter always fits: the database is the problem after all
+                _wait_for_database(exc, stopping, delay)
+                delay = min(delay * 2, max_delay)
+                continue
+            # Last resort, never expected: drop the message (logged with its key) rather than stall.
+            log.critical("ingest.dead_letter_failed", extra={"topic": topic, "key": key, "reason": reason,
+                                                             "error": _describe(exc)}, exc_info=True)
+            stored = Stored(None, None, dead_letter=reason)
+        attempts.forget(key)
+        return stored
+
+
+def _wait_for_database(failure: Exception, stopping, delay: float) -> None:
+    if stopping.is_set():
+        raise DatabaseUnavailable(_describe(failure)) from failure
+    log.warning("ingest.db_retry", extra={"error": _describe(failure), "retry_in_s": delay})
+    stopping.wait(delay)
+
+
+def _unavailable(exc: Exception) -> bool:
+    """A failure that may mean the database is down (the caller then asks it)."""
+    return (isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, PoolTimeout))
+            or (isinstance(exc, DBAPIError) and exc.connection_invalidated))
+
+
+def _transient(exc: Exception) -> bool:
+    """Worth another try with the database up: lock timeouts, deadlocks, a unique-key race."""
+    return _unavailable(exc) or isinstance(exc, IntegrityError)
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc)
+    return printable(f"{type(exc).__name__}: {text}")[:300]
+
+
+def _remember(seen: OrderedDict, key: str) -> bool:
+    """Add *key* to the bounded set *seen*; True if it was there already."""
+    if key in seen:
+        seen.move_to_end(key)
+        return True
+    seen[key] = None
+    while len(seen) > _REMEMBERED:
+        seen.popitem(last=False)
+    return False
+
+
+def _item_json(item: Any) -> bytes:
+    """A refused batch item as JSON bytes, for its dead letter."""
+    try:
+        return json.dumps(item, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    except (TypeError, ValueError, RecursionError):
+        return repr(item).encode("utf-8", "surrogatepass")
+
+
+def _relayable(ev: HubEvent | Row) -> LedgerEntry | None:
+    """The ``ledger`` entry of a stored event, or None (logged) if it fails today's schema: the
+    hub relays only what every kiosk can apply (a row stored before the schema was closed)."""
+    try:
+        return ledger_entry(ev)
+    except ValueError as exc:  # pydantic's ValidationError
+        log.error("relay.event_refused", extra={"merchant": ev.merchant_id, "hub_seq": ev.hub_seq,
+                                                "error": str(exc)[:300]})
+        return None
 
 
 def _distinct(events: list[WireEvent]) -> list[WireEvent]:
@@ -401,4 +594,5 @@ def ledger_entry(ev: HubEvent | Row) -> LedgerEntry:
                        hub_seq=ev.hub_seq)
 
 
-__all__ = ["EventStore", "OutboxBatch", "Stored", "create_tables", "ingest_with_retry", "ledger_entry", "make_engine"]
+__all__ = ["Attempts", "DatabaseUnavailable", "EventStore", "OutboxBatch", "Stored", "create_tables",
+           "ingest_or_dead_letter", "ledger_entry", "make_engine", "message_key"]

@@ -17,6 +17,12 @@ nothing: the rows stay unpublished, and a sweep (every ``relay_interval``, by wh
 thread is free) leases rows whose lease ran out, e.g. a crashed worker's; a restarted
 worker takes its own leftovers at once.
 
+Every message ends in exactly one of three ways: committed; dead-lettered with its reason
+(in a transaction of its own, after the failed one rolled back); or left unacknowledged for
+redelivery, only while the database does not answer. An unexpected error in the handler
+dead-letters the message rather than leave it unacknowledged: the broker's receive maximum
+(20) would otherwise stall this worker for every merchant after a handful of them.
+
 Several workers share the load through an MQTT 5 shared subscription. Each worker also
 answers kiosks' catch-up requests (cloud/sync_responder.py) on the same connection.
 """
@@ -32,7 +38,8 @@ import tomllib
 from collections import deque
 from pathlib import Path
 
-from cloud.events import EventStore, OutboxBatch, Stored, ingest_with_retry
+from cloud.events import (MAX_ATTEMPTS, Attempts, DatabaseUnavailable, EventStore, OutboxBatch, Stored,
+                          ingest_or_dead_letter)
 from cloud.sync_responder import SyncResponder
 from kiosk.bus import Bus, BusSettings, Message, MqttBus, Tls
 from kiosk.errors import BusError, ConfigError
@@ -53,7 +60,8 @@ class IngestWorker:
 
     def __init__(self, store: EventStore, bus: Bus, *, worker_id: str, group: str = topics.INGEST_GROUP,
                  relay_interval: float = 1.0, lease: float = 30.0, publish_timeout: float = 10.0,
-                 crash_after_commits: int | None = None) -> None:
+                 crash_after_commits: int | None = None, max_attempts: int = MAX_ATTEMPTS,
+                 retry_max_delay: float = 30.0) -> None:
         self.store = store
         self.bus = bus
         self.worker_id = worker_id
@@ -62,6 +70,9 @@ class IngestWorker:
         self.lease = lease
         self.publish_timeout = publish_timeout
         self.crash_after_commits = crash_after_commits
+        self.max_attempts = max_attempts
+        self.retry_max_delay = retry_max_delay
+        self._attempts = Attempts()
         self.commits = 0
         self._stopping = threading.Event()
         self._relay_wake = threading.Event()
@@ -95,11 +106,20 @@ class IngestWorker:
 
     # -- per message (the bus's dispatch thread) ------------------------------------------
     def _on_events(self, message: Message) -> None:
+        """Commit or dead-letter, then PUBACK; raises (no PUBACK) only if the database is down
+        while we stop, or for a base exception such as a KeyboardInterrupt."""
         self._ingesting = True
         acked = self._take_acked()
         try:
-            stored = ingest_with_retry(self.store, message.topic, message.payload, self._stopping,
-                                       lease_to=self.worker_id, lease=self.lease, published=acked)
+            stored = ingest_or_dead_letter(self.store, message.topic, message.payload, self._stopping,
+                                           attempts=self._attempts, max_attempts=self.max_attempts,
+                                           max_delay=self.retry_max_delay, lease_to=self.worker_id,
+                                           lease=self.lease, published=acked)
+        except DatabaseUnavailable as exc:
+            self._add_acked(acked)
+            log.warning("ingest.left_for_redelivery", extra={"worker": self.worker_id, "topic": message.topic,
+                                                             "error": str(exc)})
+            raise
         except BaseException:
             self._add_acked(acked)
             raise

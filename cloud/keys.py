@@ -32,6 +32,13 @@ class KeyStore:
             os.fsync(out.fileno())
         return key
 
+    def discard(self, merchant: str, kid: str) -> None:
+        """Remove a key file whose database row was never committed (and its folder, if now empty)."""
+        folder = self.root / merchant
+        (folder / f"{kid}.pem").unlink(missing_ok=True)
+        if folder.is_dir() and not any(folder.iterdir()):  # other keys of the merchant stay
+            folder.rmdir()
+
     def load(self, merchant: str, kid: str) -> Ed25519PrivateKey:
         path = self.root / merchant / f"{kid}.pem"
         try:

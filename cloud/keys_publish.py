@@ -4,7 +4,7 @@ Built from ``cloud.passes.export_keys`` (the ``stempel.keys.v1`` key list), give
 version for the merchant (kept in ``keys_revisions``, so a version never repeats even if
 the broker forgets the retained copy) and signed with the hub key whose public half each
 kiosk got in its bundle. A kiosk ignores a version at or below the one it holds, so a
-stale retained copy cannot bring back a revoked member or a retired key.
+stale retained copy cannot bring back a revoked pass or a retired key.
 """
 
 from __future__ import annotations

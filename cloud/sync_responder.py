@@ -74,7 +74,10 @@ class SyncResponder:
                 if self._stopping:
                     return
                 (merchant, kiosk), after = self._pending.popitem()
-            self._answer(merchant, kiosk, after)
+            try:
+                self._answer(merchant, kiosk, after)
+            except Exception:  # one bad answer must not end the thread: the kiosk asks again
+                log.exception("sync.answer_failed", extra={"merchant": merchant, "kiosk": kiosk, "after": after})
 
     def _answer(self, merchant: str, kiosk: str, after: int) -> None:
         """One batch; failures are logged and dropped: the kiosk asks again."""

@@ -15,21 +15,25 @@ from dataclasses import asdict, dataclass, field
 
 from kiosk.clock import Clock
 from kiosk.display import screens
-from kiosk.errors import DecoderError
+from kiosk.errors import DecoderError, LedgerError
 from kiosk.hardware.camera import Frame
 from kiosk.hardware.decoder import Decoder
 from kiosk.hardware.panel import FrontPanel, Signal
 from kiosk.ledger import Ledger
+from kiosk.protocol.event_schema import PREVIEW_CHARS, printable
 from kiosk.protocol.passes import PassRejected, PassVerifier, Reason
 from kiosk.protocol.ids import new_event_id
 from kiosk.rules import Decision, Feedback, Outcome, Program, Redeem, Visit, evaluate
 from kiosk.rules.engine import ClockReading
 from kiosk.session import CounterSession
+from kiosk.status import StatusBoard
 
 log = logging.getLogger(__name__)
 
 NO_CODE = "no_code"
 REJECTED = "rejected"
+OUT_OF_ORDER = "out_of_order"  # the ledger cannot be read or written: nothing is stamped or shown as stamped
+AMOUNT_REQUIRED = "amount_required"
 
 
 @dataclass
@@ -60,7 +64,7 @@ class Kiosk:
 
     def __init__(self, *, shop_name: str, decoder: Decoder, verifier: PassVerifier, program: Program,
                  ledger: Ledger, session: CounterSession, clock: Clock, boot: str,
-                 display=None, panel: FrontPanel | None = None) -> None:
+                 display=None, panel: FrontPanel | None = None, status: StatusBoard | None = None) -> None:
         self.shop_name = shop_name
         self.decoder = decoder
         self.verifier = verifier
@@ -71,11 +75,23 @@ class Kiosk:
         self.boot = boot
         self.display = display
         self.panel = panel
+        self.status = status  # where a ledger failure is reported for ``state`` (set by `run` when synced)
+        self.out_of_order: str | None = None  # the ledger error while the last ledger access failed
         self.last_screen: screens.Screen = screens.Idle(shop_name)
         self.last_signal: Signal | None = None
 
     def show_idle(self) -> None:
+        """The idle screen; while the ledger is failing, "out of order" stays up instead."""
+        if self.out_of_order is not None:
+            self._show(screens.Rejected(OUT_OF_ORDER, self.program.language), None)
+            return
         self._show(screens.Idle(self.shop_name, self.program.language), None)
+
+    def close(self) -> None:
+        """Release the hardware (blink threads first, then pins) and the ledger; safe to call twice."""
+        if self.panel is not None:
+            self.panel.close()
+        self.ledger.close()
 
     def decode(self, frame: Frame) -> list[bytes]:
         """The codes in view; a decoder failure counts as 'no code' and is logged."""
@@ -94,14 +110,19 @@ class Kiosk:
     def handle_codes(self, source: str, texts: list[bytes], started: float, decoded: float,
                      amount: Decimal | None = None) -> ScanResult:
         """Everything after the decoder; *started*/*decoded* are perf_counter stamps for timing."""
-        result = self._handle_texts(source, texts, amount)
+        if not texts:
+            result = ScanResult(source, NO_CODE)
+        elif amount is not None and not 0 <= amount <= self.program.max_amount:  # one scan fits one entry
+            self._show(screens.AmountRequired(self.program.language), Signal.REJECTED)
+            result = ScanResult(source, AMOUNT_REQUIRED,
+                                reason=f"amount must be between 0 and {self.program.max_amount}")
+        else:
+            result = self._ledger_guard(source, lambda: self._handle_texts(source, texts, amount))
         result.decode_ms = round((decoded - started) * 1000, 3)
         result.total_ms = round((time.perf_counter() - started) * 1000, 3)
         return result
 
     def _handle_texts(self, source: str, texts: list[bytes], amount: Decimal | None) -> ScanResult:
-        if not texts:
-            return ScanResult(source, NO_CODE)
         distinct = set(texts)
         try:
             if len(distinct) > 1:
@@ -117,6 +138,9 @@ class Kiosk:
 
     def press_button(self) -> ScanResult:
         """The staff button: redeem the ready reward of the member at the counter."""
+        return self._ledger_guard("button", self._press)
+
+    def _press(self) -> ScanResult:
         member = self.session.member()
         if member is None:
             feedback = Feedback(Outcome.NOTHING_TO_REDEEM, "", 0, self.program.unit, reason="no_customer")
@@ -129,8 +153,30 @@ class Kiosk:
         """Switch to a new (already validated) programme without a restart."""
         self.program = program
 
+    def _ledger_guard(self, source: str, work) -> ScanResult:
+        """Run a scan or a press; a ledger that cannot be read or written (a full disk, a corrupt
+        page) shows "out of order - call staff" and is reported in ``state``, and the loop goes on:
+        the next scan tries again, and stamps already written stay where they are."""
+        try:
+            result = work()
+        except LedgerError as exc:
+            if self.out_of_order != str(exc):
+                log.error("kiosk.out_of_order", extra={"source": source, "error": str(exc)})
+            self.out_of_order = str(exc)
+            if self.status is not None:
+                self.status.set_error("scan", f"out of order: {exc}")
+            self._show(screens.Rejected(OUT_OF_ORDER, self.program.language), Signal.REJECTED)
+            return ScanResult(source, OUT_OF_ORDER, reason=str(exc))
+        if self.out_of_order is not None:
+            log.warning("kiosk.back_in_order", extra={"error": self.out_of_order})
+            self.out_of_order = None
+            if self.status is not None:
+                self.status.set_error("scan", None)
+        return result
+
     def _reject(self, source: str, rejected: PassRejected, texts: list[bytes]) -> ScanResult:
-        detail = {"detail": rejected.detail, "codes": len(texts), "preview": texts[0][:48].decode("latin-1")}
+        preview = printable(texts[0][:PREVIEW_CHARS].decode("latin-1"))  # a code may hold any byte, NUL too
+        detail = {"detail": rejected.detail, "codes": len(texts), "preview": preview}
         event = self.ledger.reject(rejected.reason, detail, self.clock.now(), self.clock.monotonic(), self.boot)
         log.info("scan.rejected", extra={"reason": rejected.reason, "source": source})
         self._show(screens.Rejected(rejected.reason, self.program.language), Signal.REJECTED)

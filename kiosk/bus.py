@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -106,6 +109,12 @@ class Delivery:
         return self._info.is_published()
 
 
+class Published(Protocol):
+    """What ``publish`` returns on any bus (``Delivery`` here, ``kiosk.membus.MemoryDelivery`` in memory)."""
+
+    def wait(self, timeout: float) -> bool: ...
+
+
 class Bus(Protocol):
     """What the kiosk and the hub need from MQTT; tests may put a fake or a wrapper here."""
 
@@ -116,7 +125,7 @@ class Bus(Protocol):
 
     def wait_connected(self, timeout: float) -> None: ...
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> Delivery: ...
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> Published: ...
 
     def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None: ...
 
@@ -127,6 +136,43 @@ class Bus(Protocol):
 
 _STOP = object()
 
+# Why a connection attempt failed, in the words an installer searches for.
+CERTIFICATE = "certificate verification"
+TLS = "tls handshake"
+NOT_AUTHORISED = "not authorised"
+REFUSED = "refused"
+TIMEOUT = "timeout"
+UNREACHABLE = "unreachable"
+CLOSED = "closed by the broker"
+
+
+def connect_cause(exc: BaseException, host: str, port: int) -> tuple[str, str]:
+    """(cause, detail with the fix) for an exception paho raised while connecting."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return CERTIFICATE, (f"certificate verify failed ({exc.verify_message or exc}): the broker's certificate "
+                             f"is not signed by ca_file, or does not name {host}; check [mqtt] ca_file and host")
+    if isinstance(exc, ssl.SSLError):
+        return TLS, f"{exc.reason or exc}: check [mqtt] port, ca_file, cert_file and key_file"
+    if isinstance(exc, ConnectionRefusedError):
+        return REFUSED, f"nothing listens on {host}:{port}; is the broker running, and is this its port?"
+    if isinstance(exc, TimeoutError):
+        return TIMEOUT, f"no answer from {host}:{port}; check the host, the port and firewalls"
+    if isinstance(exc, socket.gaierror):
+        return UNREACHABLE, f"cannot resolve {host}: {exc.strerror or exc}; check [mqtt] host and DNS"
+    if isinstance(exc, OSError):
+        return UNREACHABLE, f"{host}:{port}: {exc.strerror or exc}"
+    return UNREACHABLE, f"{host}:{port}: {type(exc).__name__}: {exc}"
+
+
+@dataclass
+class _Outage:
+    """Connection attempts failing since *since* (wall time), the latest with *cause*."""
+
+    cause: str
+    detail: str
+    since: float
+    attempts: int = 0
+
 
 class MqttBus:
     """One paho client, one network thread (paho's), one dispatch thread (ours)."""
@@ -135,6 +181,7 @@ class MqttBus:
         self.settings = settings
         self._subs: dict[str, tuple[Handler, int]] = {}
         self._connect_callbacks: list[Callable[[], None]] = []
+        self._error_listeners: list[Callable[[str], None]] = []
         self._work: queue.Queue = queue.Queue()
         self._connected = threading.Event()
         self._refusal: str | None = None
@@ -142,6 +189,11 @@ class MqttBus:
         self._generation = 0
         self._lock = threading.Lock()
         self.last_error: str | None = None
+        self._outage: _Outage | None = None  # failing attempts since the last good connect (or the start)
+        self._logged: tuple[str, str] | None = None  # the cause last logged: log again only when it changes
+        self._refused_attempt = False  # this attempt got a refused CONNACK (its disconnect is no news)
+        self._report: str | None = None  # the outage that ended with the latest connect, for ``state``
+        self._failure = ""  # the latest handler exception (dispatch thread only)
         self._client = self._make_client()
         self._dispatcher = threading.Thread(target=self._dispatch, name=f"bus-{settings.client_id}", daemon=True)
 
@@ -181,6 +233,11 @@ class MqttBus:
         """Run *callback* on the dispatch thread after every successful (re)connect."""
         self._connect_callbacks.append(callback)
 
+    def on_handler_error(self, listener: Callable[[str], None]) -> None:
+        """Tell *listener* (on the dispatch thread) when a handler or connect callback raised: the
+        dispatch thread goes on, but the failure must reach ``state``, not only the log."""
+        self._error_listeners.append(listener)
+
     def start(self) -> None:
         """Connect in the background and keep reconnecting; returns at once (offline is normal)."""
         s = self.settings
@@ -204,6 +261,12 @@ class MqttBus:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    def connect_report(self) -> str | None:
+        """Why connecting failed before the latest successful connect (once; None if it did not)."""
+        with self._lock:
+            report, self._report = self._report, None
+        return report
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> Delivery:
         """Hand a message to the broker connection; raises NotConnected while offline."""
@@ -230,29 +293,67 @@ class MqttBus:
         if reason_code.is_failure:
             self._refusal = f"the broker at {self.settings.host}:{self.settings.port} refused the " \
                             f"connection: {reason_code} (check the username, password file and ACL)"
-            self.last_error = self._refusal
-            log.warning("bus.refused", extra={"client_id": self.settings.client_id, "reason": str(reason_code)})
+            self._refused_attempt = True
+            cause = NOT_AUTHORISED if reason_code.value in (0x86, 0x87) else REFUSED  # bad password, not authorized
+            self._connect_failed(cause, self._refusal)
             return
         self._refusal = None
         with self._lock:
             self._generation += 1
             subs = [(t, q) for t, (_, q) in self._subs.items()]
+            outage, self._outage, self._logged = self._outage, None, None
+            if outage is not None:
+                self._report = self._describe(outage)
         if subs:
             client.subscribe(subs)
         self._connected.set()
         log.info("bus.connected", extra={"client_id": self.settings.client_id,
                                          "session_present": flags.session_present})
+        if outage is not None:  # the installer should see that the cause is gone
+            log.warning("bus.connected_after_failures", extra={"client_id": self.settings.client_id,
+                                                               "attempts": outage.attempts, "cause": outage.cause})
         self._work.put(("connected",))
 
     def _on_connect_fail(self, client, userdata) -> None:
-        self.last_error = f"cannot reach {self.settings.host}:{self.settings.port}"
+        # paho calls this inside its ``except OSError`` around the connect, so the cause is at hand.
+        exc = sys.exc_info()[1]
+        s = self.settings
+        if exc is None:
+            self._connect_failed(UNREACHABLE, f"cannot reach {s.host}:{s.port}")
+        else:
+            self._connect_failed(*connect_cause(exc, s.host, s.port))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was = self._connected.is_set()
         self._connected.clear()
         if was:
             self.last_error = f"disconnected: {reason_code}"
-            log.info("bus.disconnected", extra={"client_id": self.settings.client_id, "reason": str(reason_code)})
+            log.warning("bus.disconnected", extra={"client_id": self.settings.client_id, "reason": str(reason_code)})
+        elif self._refused_attempt:  # the close that follows a refused CONNACK: already counted
+            self._refused_attempt = False
+        else:
+            self._connect_failed(CLOSED, f"{self.settings.host}:{self.settings.port} closed the connection before "
+                                         f"accepting it ({reason_code}); if the broker wants TLS on this port, "
+                                         "set [mqtt] ca_file (or tls = true)")
+
+    def _connect_failed(self, cause: str, detail: str) -> None:
+        """Count a failed attempt; log at WARNING only when the cause differs from the last one logged."""
+        with self._lock:
+            if self._outage is None:
+                self._outage = _Outage(cause, detail, time.time())
+            outage = self._outage
+            outage.cause, outage.detail, outage.attempts = cause, detail, outage.attempts + 1
+            news, self._logged = self._logged != (cause, detail), (cause, detail)
+        self.last_error = f"{cause}: {detail}"
+        if news:
+            log.warning("bus.connect_failed", extra={"client_id": self.settings.client_id, "host": self.settings.host,
+                                                     "port": self.settings.port, "cause": cause, "error": detail})
+
+    def _describe(self, outage: _Outage) -> str:
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(outage.since))
+        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return (f"could not connect to the broker {self.settings.host}:{self.settings.port} from {since} "
+                f"until {until} ({outage.attempts} attempts), last cause {outage.cause}: {outage.detail}")
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         for rc in reason_codes:
@@ -288,7 +389,8 @@ class MqttBus:
                 return
             if item[0] == "connected":
                 for callback in self._connect_callbacks:
-                    self._call(callback)
+                    if not self._call(callback):
+                        self._handler_failed("a connect callback")
             else:
                 self._deliver(item[1])
 
@@ -299,6 +401,17 @@ class MqttBus:
             return
         if self._call(lambda: handler(message)):
             message.ack()  # no-op if the handler acked already
+        else:
+            self._handler_failed(f"the handler of {message.topic}")
+
+    def _handler_failed(self, what: str) -> None:
+        error = f"{what} failed: {self._failure}"
+        self.last_error = error
+        for listener in self._error_listeners:
+            try:
+                listener(error)
+            except Exception:  # noqa: BLE001 - a broken listener must not stop the dispatch thread
+                log.exception("bus.error_listener_failed")
 
     def _handler_for(self, topic: str) -> Handler | None:
         with self._lock:
@@ -307,13 +420,14 @@ class MqttBus:
                     return handler
         return None
 
-    @staticmethod
-    def _call(fn: Callable[[], None]) -> bool:
-        """Run a handler; an exception is logged and leaves the message unacknowledged."""
+    def _call(self, fn: Callable[[], None]) -> bool:
+        """Run a handler; an exception is logged (kept for ``_handler_failed``) and leaves the
+        message unacknowledged."""
         try:
             fn()
             return True
-        except Exception:
+        except Exception as exc:
+            self._failure = f"{type(exc).__name__}: {exc}"
             log.exception("bus.handler_failed")
             return False
 

@@ -17,6 +17,7 @@ from kiosk.config import KioskConfig, load_config
 from kiosk.errors import StempelError, UnreadableImage
 from kiosk.hardware.camera import Frame, load_image, open_camera
 from kiosk.hardware.decoder import open_decoder
+from kiosk.rules.program import MAX_AMOUNT
 
 _config_opt = click.option("--config", "config_path", type=click.Path(dir_okay=False),
                            envvar="STEMPEL_CONFIG", help="kiosk.toml [/etc/stempel/kiosk.toml]")
@@ -58,7 +59,7 @@ def decode(images: tuple[str, ...], decoder_kind: str, as_json: bool) -> None:
 @_config_opt
 @_data_opt
 @click.option("--display-out", type=click.Path(file_okay=False), help="Write the screen after each image as PNG here.")
-@click.option("--amount", type=click.FloatRange(min=0), help="Purchase amount (points programmes).")
+@click.option("--amount", type=click.FloatRange(min=0, max=float(MAX_AMOUNT)), help="Purchase amount (points programmes).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image (the default output is text).")
 def scan_image(images, config_path, data_dir, display_out, amount, as_json) -> None:
     """Run each image through decode → verify → rules → ledger → feedback."""
@@ -89,27 +90,67 @@ def scan_image(images, config_path, data_dir, display_out, amount, as_json) -> N
 @click.option("--replay", "replay_dir", type=click.Path(file_okay=False), help="Replay camera images from a folder.")
 @click.option("--json", "as_json", is_flag=True)
 def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
-    """Run the live loop: camera, display, LED, buzzer and the staff button."""
+    """Run the live loop: camera, display, LED, buzzer and the staff button.
+
+    Exits 0 after a clean stop (Ctrl-C, SIGTERM, a finished replay), 1 when the loop or a
+    background thread failed (logged and put in ``state`` first, so systemd restarts a
+    kiosk that would otherwise sit there half-working), 2 for a configuration error.
+    """
     from kiosk.loop import run as run_loop
     from kiosk.remote import start_hub_link
+    from kiosk.status import StatusBoard, ThreadWatch
     from kiosk.wiring import build_kiosk, effective_config
 
     overrides = {"hardware__backend": "sim" if simulate else None, "hardware__replay_dir": replay_dir}
     config = _load(config_path, data_dir, **overrides)
-    hw = _guard(lambda: effective_config(config)).hardware  # the hub may have pushed hardware settings
-    kiosk = _guard(lambda: build_kiosk(config))
-    link = _guard(lambda: start_hub_link(config, kiosk.boot))
-    replay = sorted(Path(hw.replay_dir).glob("*.png")) if hw.replay_dir else []
-    camera = _guard(lambda: open_camera(hw.camera_kind(), replay))
+    kiosk = _guard(lambda: build_kiosk(config))  # first: it names a missing keys file with the fix
+    try:
+        hw = _guard(lambda: effective_config(config)).hardware  # the hub may have pushed hardware settings
+        replay = sorted(Path(hw.replay_dir).glob("*.png")) if hw.replay_dir else []
+        camera = _guard(lambda: open_camera(hw.camera_kind(), replay))
+    except SystemExit:
+        kiosk.close()
+        raise
     stop = threading.Event()
+    watch = ThreadWatch(StatusBoard(), stop).install()  # before the hub link starts its threads
+    try:
+        link = _guard(lambda: start_hub_link(config, kiosk.boot))
+    except SystemExit:
+        watch.uninstall()
+        kiosk.close()
+        raise
+    if link is not None:
+        watch.report_to(link.sender.status)
+    kiosk.status = watch.status
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     click.echo(f"kiosk {config.kiosk.id} running ({hw.backend}, camera {hw.camera_kind()}); Ctrl-C stops", err=True)
-    run_loop(kiosk, camera, stop, on_result=lambda r: _print(r, as_json),
-             updates=link.updates if link is not None else None)
-    camera.close()
-    if link is not None:  # a finished replay gets a moment to hand its events to the hub
-        link.stop(drain=0.0 if stop.is_set() else 10.0)
+    try:
+        run_loop(kiosk, camera, stop, on_result=lambda r: _print(r, as_json),
+                 updates=link.updates if link is not None else None)
+    except Exception as exc:  # noqa: BLE001 - reported in `state` and the log, then a non-zero exit
+        watch.fail("scan loop", exc)
+    finally:
+        camera.close()
+        kiosk.close()  # blink threads first, then the pins: no gpiozero traceback at exit
+    _stop_link(link, replay_finished=not stop.is_set())
+    watch.uninstall()
+    if watch.failed is not None:
+        click.echo(f"error: {watch.failed}; see the log", err=True)
+        sys.exit(1)
+
+
+def _stop_link(link, replay_finished: bool) -> None:
+    """A clean stop waits (bounded) for the hub to acknowledge the outbox, then says what is left."""
+    if link is None:
+        return
+    link.stop(drain=10.0 if replay_finished else 5.0)
+    left = link.sender.outbox_left
+    if left:
+        click.echo(f"outbox: {left} event(s) not yet acknowledged by the hub; they stay in the ledger "
+                   "and are sent at the next start", err=True)
+    else:
+        click.echo("outbox: every event acknowledged by the hub", err=True)
 
 
 @main.command()

@@ -131,13 +131,8 @@ def load_config(path: Path | str | None = None, env: dict[str, str] | None = Non
         config = KioskConfig.model_validate(raw)
     except ValidationError as exc:
         raise explain(exc, source) from exc
-    if chosen is not None:  # relative paths in a file are relative to that file
-        _resolve_paths(config, chosen.parent, data_dir_given=overrides.get("kiosk__data_dir") is not None)
-        if config.mqtt is not None:  # the bundle from `stempel-hub add-kiosk` names its files relatively
-            for name in ("password_file", "ca_file", "cert_file", "key_file"):
-                value = getattr(config.mqtt, name)
-                if value is not None and not value.is_absolute():
-                    setattr(config.mqtt, name, base / value)
+    if chosen is not None:  # relative paths in a file are relative to that file, wherever we run from
+        _resolve_paths(config, chosen.absolute().parent, data_dir_given=overrides.get("kiosk__data_dir") is not None)
     if config.kiosk.program_file:
         if "program" in raw:
             raise ConfigError(f"{source}: give either [kiosk] program_file or a [program] table, not both")

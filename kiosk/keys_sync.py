@@ -1,7 +1,8 @@
 """Pass keys from the hub's retained ``keys`` topic: verified, versioned, saved atomically.
 
-The document is the ``stempel.keys.v1`` key list (what ``stempel-hub export-keys`` writes)
-plus a ``version`` and the hub's signature over both. The hub key comes from the kiosk
+The document is the ``stempel.keys.v1`` key list (what ``stempel-hub export-keys`` writes:
+keys, revoked pass serials, members whose version-1 pass is revoked, the merchant's base
+URL) plus a ``version`` and the hub's signature over both. The hub key comes from the kiosk
 bundle, never over MQTT, so a broker that is misconfigured or taken over cannot add a key
 or lift a revocation. A refused document changes nothing: the kiosk keeps verifying with
 the keys it had. A version at or below the one held is ignored, so a stale retained copy
@@ -59,8 +60,8 @@ class KeysFollower:
             log.error("keys.save_failed", extra={"file": str(self.path), "error": str(exc)})
             return KeysOutcome(REJECTED, version, f"cannot save {self.path}: {exc}")
         self.version = version
-        log.info("keys.applied", extra={"version": version, "keys": sorted(ring.keys),
-                                        "revoked": len(ring.revoked_members)})
+        log.info("keys.applied", extra={"version": version, "keys": sorted(ring.keys), "base_url": ring.base_url,
+                                        "revoked": len(ring.revoked_serials) + len(ring.revoked_members)})
         return KeysOutcome(APPLIED, version, keyring=ring)
 
     def _check(self, payload: bytes) -> tuple[dict, int, KeyRing]:

@@ -12,9 +12,11 @@ of a merchant folds the same events in the same order and shows the same balance
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +29,8 @@ from kiosk.rules.state import Entry, MemberState, fold
 
 if TYPE_CHECKING:  # the wire models cost ~0.1 s to import; a scan-image run never needs them
     from kiosk.protocol.messages import LedgerEntry
+
+log = logging.getLogger(__name__)
 
 SCAN_REJECTED = "scan_rejected"
 
@@ -65,6 +69,11 @@ CREATE INDEX IF NOT EXISTS hub_events_member ON hub_events (member, hub_seq);
 CREATE TABLE IF NOT EXISTS hub_cursor (
     id              INTEGER PRIMARY KEY CHECK (id = 1),
     applied_through INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hub_refused (
+    hub_seq     INTEGER PRIMARY KEY,
+    reason      TEXT NOT NULL,
+    entry       TEXT NOT NULL
 );
 CREATE TRIGGER IF NOT EXISTS hub_events_append_only_u BEFORE UPDATE ON hub_events
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
@@ -113,6 +122,30 @@ class _Snapshot:
     hub_seq: int
     last: tuple[datetime, str] | None  # the order key of the newest event folded in
     state: MemberState
+
+
+def _guarded(what: str) -> Callable:
+    """SQLite failures of a ledger method (a full disk, a corrupt page) become LedgerError, the one
+    error the scan loop and the sender handle (out of order on screen, reported in ``state``)."""
+    def wrap(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def guarded(self: "Ledger", *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except (sqlite3.Error, OverflowError) as exc:
+                raise LedgerError(f"could not {what} the ledger at {self.path}: {exc}") from exc
+        return guarded
+    return wrap
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Undo a failed write; a rollback that fails too (the file is gone or corrupt) is logged only,
+    the caller raises the write's error."""
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.error("ledger.rollback_failed", extra={"error": str(exc)})
 
 
 _OWN_ROWS = "SELECT * FROM events WHERE member = ? AND kiosk_seq > ? ORDER BY kiosk_seq"
@@ -165,12 +198,12 @@ class Ledger:
                 out.append(Event(cur.lastrowid, event_id, kind, member, delta, rule, reward, reason,
                                  detail, at, int(mono * 1e9), boot))
             self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
+        except (sqlite3.Error, OverflowError) as exc:  # OverflowError: an integer SQLite cannot hold
+            _rollback(self._db)
             raise LedgerError(f"could not write to the ledger at {self.path}: {exc}") from exc
         return out
 
+    @_guarded("read")
     def member_state(self, member: str, program: Program) -> MemberState:
         """The member's state under *program*: the fold of their own and foreign events.
 
@@ -211,30 +244,40 @@ class Ledger:
         return [_foreign(r) for r in rows], (rows[-1][0] if rows else hub_seq)
 
     # -- the hub's ledger stream (written by the remote link's thread, read by member_state) --
+    @_guarded("read")
     def hub_applied_through(self) -> int:
         """The highest ``hub_seq`` up to which every entry of the merchant's stream is applied."""
         row = self._db.execute("SELECT applied_through FROM hub_cursor WHERE id = 1").fetchone()
         return row[0] if row else 0
 
-    def apply_hub_entries(self, entries: Sequence["LedgerEntry"], own_kiosk: str) -> tuple[int, int]:
+    def apply_hub_entries(self, entries: Sequence["LedgerEntry"], own_kiosk: str,
+                          refused: Mapping[int, tuple[str, str]] | None = None) -> tuple[int, int]:
         """Apply the run of entries that continues the stream, in one transaction.
 
         Entries at or below the cursor are repeats and skipped; the run stops at the first
         gap. This kiosk's own events (already in ``events``) only move the cursor; an event
         with this kiosk's id that ``events`` does not hold (the ledger was lost and the kiosk
         set up again) is kept like a foreign one, so the member's history stays whole.
+        *refused* maps a ``hub_seq`` this kiosk cannot apply to (why, the entry as received):
+        it moves the cursor too and is kept in ``hub_refused``, never folded.
         Returns ``(applied_through, events stored)``.
         """
-        stored = 0
+        stored, refused = 0, refused or {}
+        by_seq = {**{seq: None for seq in refused}, **{e.hub_seq: e for e in entries}}
         try:
             self._db.execute("BEGIN IMMEDIATE")
             cursor = self.hub_applied_through()
-            for e in sorted(entries, key=lambda x: x.hub_seq):
-                if e.hub_seq <= cursor:
+            for seq in sorted(by_seq):
+                e = by_seq[seq]
+                if seq <= cursor:
                     continue
-                if e.hub_seq != cursor + 1:
+                if seq != cursor + 1:
                     break
-                cursor = e.hub_seq
+                cursor = seq
+                if e is None:
+                    self._db.execute("INSERT OR IGNORE INTO hub_refused (hub_seq, reason, entry) VALUES (?,?,?)",
+                                     (seq, *refused[seq]))
+                    continue
                 if e.kiosk == own_kiosk and self._is_own(e.event_id):
                     continue
                 stored += self._db.execute(
@@ -245,27 +288,34 @@ class Ledger:
             self._db.execute("INSERT INTO hub_cursor (id, applied_through) VALUES (1, ?) ON CONFLICT (id) DO UPDATE"
                              " SET applied_through = excluded.applied_through", (cursor,))
             self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
+        except (sqlite3.Error, OverflowError) as exc:
+            _rollback(self._db)
             raise LedgerError(f"could not store hub events in the ledger at {self.path}: {exc}") from exc
         return cursor, stored
+
+    @_guarded("read")
+    def hub_refused(self) -> list[tuple[int, str]]:
+        """Entries of the hub's stream this kiosk refused: ``(hub_seq, why)``, oldest first."""
+        return self._db.execute("SELECT hub_seq, reason FROM hub_refused ORDER BY hub_seq").fetchall()
 
     def _is_own(self, event_id: str) -> bool:
         return self._db.execute("SELECT 1 FROM events WHERE event_id = ?", (event_id,)).fetchone() is not None
 
+    @_guarded("read")
     def foreign_events(self, member: str | None = None) -> list[Event]:
         """Events of the merchant's other kiosks (from the hub), in ``hub_seq`` order."""
         sql = _HUB_ROWS if member is not None else _HUB_ROWS.replace("member = ? AND ", "")
         rows = self._db.execute(sql, (member, 0) if member is not None else (0,))
         return [_foreign(r) for r in rows]
 
+    @_guarded("read")
     def events_after(self, kiosk_seq: int, limit: int = 500) -> list[Event]:
         """Events with a sequence number above *kiosk_seq*, oldest first (the outbox reads this)."""
         rows = self._db.execute("SELECT * FROM events WHERE kiosk_seq > ? ORDER BY kiosk_seq LIMIT ?",
                                 (kiosk_seq, limit))
         return [self._event(row) for row in rows]
 
+    @_guarded("read")
     def last_seq(self) -> int:
         return self._db.execute("SELECT COALESCE(MAX(kiosk_seq), 0) FROM events").fetchone()[0]
 
@@ -275,6 +325,7 @@ class Ledger:
         return Event(seq, eid, kind, mem, delta, rule, reward, reason, json.loads(detail or "{}"),
                      datetime.fromisoformat(at), mono, boot)
 
+    @_guarded("read")
     def events(self, member: str | None = None) -> list[Event]:
         """All events (or one member's), oldest first."""
         sql, args = "SELECT * FROM events ORDER BY kiosk_seq", ()
@@ -283,6 +334,7 @@ class Ledger:
         return [self._event(row) for row in self._db.execute(sql, args)]
 
     # The counter session lives here so that `stempel-kiosk redeem` in another process sees it.
+    @_guarded("write the counter session to")
     def open_session(self, member: str, boot: str, expires_mono: float) -> None:
         self._db.execute(
             "INSERT INTO counter_session (id, member, boot_id, expires_mono) VALUES (1, ?, ?, ?)"
@@ -291,6 +343,7 @@ class Ledger:
             (member, boot, expires_mono),
         )
 
+    @_guarded("read the counter session from")
     def session(self) -> tuple[str, str, float] | None:
         return self._db.execute("SELECT member, boot_id, expires_mono FROM counter_session").fetchone()
 

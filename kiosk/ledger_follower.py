@@ -8,18 +8,26 @@ new cursor, so a crash re-applies nothing and skips nothing. On a gap, on every
 one), the kiosk sends ``sync/request {after_hub_seq}`` and applies the ``sync/response``
 batches; it asks again until it reaches the hub's head.
 
+An entry that fails the event schema (kiosk/protocol/event_schema.py: a compromised hub or
+broker, or a hub older than this kiosk) is refused on its own: logged, kept in the ledger's
+``hub_refused`` with why, counted in ``refused`` and reported through *on_refused*; its
+``hub_seq`` moves the cursor like an applied one, so the kiosk never folds it and never
+stops following the stream for it. The rest of its batch is applied.
+
 Not thread-safe: the remote link's worker thread owns it (and its ledger connection).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from kiosk.ledger import Ledger
-from kiosk.protocol.messages import LedgerBatch, LedgerEntry, SyncResponse, decode
+from kiosk.protocol.event_schema import INT64_MAX, printable
+from kiosk.protocol.messages import ItemsRefused, LedgerBatch, LedgerEntry, Refused, SyncResponse, decode_items
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +44,34 @@ class LedgerFollower:
 
     def __init__(self, ledger: Ledger, kiosk: str, request: Callable[[int], bool],
                  settings: FollowerSettings = FollowerSettings(),
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 on_refused: Callable[[int | None, str], None] | None = None) -> None:
         self.ledger, self.kiosk, self.settings = ledger, kiosk, settings
         self._request = request  # sends sync/request; False if it could not be sent
         self._now = monotonic
+        self._on_refused = on_refused  # (hub_seq or None, why): for the kiosk's ``state``
         self.cursor = ledger.hub_applied_through()
         self.head = self.cursor  # the highest hub_seq heard of
-        self._pending: dict[int, LedgerEntry] = {}
+        self.refused = 0  # entries refused by this follower (the ledger keeps those with a hub_seq)
+        self._pending: dict[int, LedgerEntry | tuple[str, str]] = {}  # an entry, or (why, as received)
         self._asked: tuple[float, int] | None = None  # when, and after which hub_seq
 
     # -- input (all raise MessageError for an invalid payload, LedgerError if SQLite fails) --
     def on_ledger(self, payload: bytes) -> None:
-        self._take(decode(LedgerBatch, payload).entries)
+        try:
+            batch, refused = decode_items(LedgerBatch, payload, "entries")
+        except ItemsRefused as exc:  # not one entry valid: pass their hub_seqs, then report the message
+            self._refuse(exc.refused)
+            self._take([])
+            raise
+        self._refuse(refused)
+        self._take(batch.entries)
         if self.behind():
             self._ask(force=False)
 
     def on_response(self, payload: bytes) -> None:
-        response = decode(SyncResponse, payload)
+        response, refused = decode_items(SyncResponse, payload, "entries")
+        self._refuse(refused)
         moved = self._take(response.entries)
         self.head = max(self.head, response.head_hub_seq)
         if self.behind():
@@ -74,6 +93,21 @@ class LedgerFollower:
         return self.head > self.cursor
 
     # -- internals ----------------------------------------------------------------------
+    def _refuse(self, refused: list[Refused]) -> None:
+        """Log and count entries that failed the schema; hold those with a usable ``hub_seq`` so
+        the cursor passes them (in order, with the entries around them)."""
+        for r in refused:
+            seq = r.item.get("hub_seq") if isinstance(r.item, dict) else None
+            if not (type(seq) is int and 0 < seq <= INT64_MAX):
+                seq = None
+            self.refused += 1
+            log.warning("ledger.entry_refused", extra={"hub_seq": seq, "reason": r.reason[:300]})
+            if self._on_refused is not None:
+                self._on_refused(seq, r.reason)
+            if seq is not None and seq > self.cursor and not isinstance(self._pending.get(seq), LedgerEntry):
+                self._pending[seq] = (printable(r.reason)[:500], _as_text(r.item))
+                self.head = max(self.head, seq)
+
     def _take(self, entries: list[LedgerEntry]) -> bool:
         """Hold new entries and apply the run that continues the cursor; True if it moved."""
         for entry in entries:
@@ -92,7 +126,9 @@ class LedgerFollower:
             seq += 1
         if not run:
             return False
-        cursor, stored = self.ledger.apply_hub_entries(run, self.kiosk)
+        entries = [e for e in run if isinstance(e, LedgerEntry)]
+        refused = {self.cursor + 1 + i: e for i, e in enumerate(run) if not isinstance(e, LedgerEntry)}
+        cursor, stored = self.ledger.apply_hub_entries(entries, self.kiosk, refused)
         for seq in range(self.cursor + 1, cursor + 1):
             self._pending.pop(seq, None)
         log.debug("ledger.applied", extra={"through": cursor, "foreign": stored})
@@ -106,3 +142,11 @@ class LedgerFollower:
         if self._request(self.cursor):
             self._asked = (now, self.cursor)
             log.info("ledger.sync_requested", extra={"after_hub_seq": self.cursor, "head": self.head})
+
+
+def _as_text(item: object, limit: int = 4096) -> str:
+    """A refused entry as ASCII JSON (lone surrogates escaped), cut to *limit* characters."""
+    try:
+        return json.dumps(item, ensure_ascii=True)[:limit]
+    except (TypeError, ValueError, RecursionError):
+        return repr(item)[:limit]

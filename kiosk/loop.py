@@ -39,6 +39,17 @@ def run(kiosk: Kiosk, camera: Camera, stop: threading.Event, on_result=lambda r:
     presses: queue.SimpleQueue[None] = queue.SimpleQueue()
     if kiosk.panel is not None:
         kiosk.panel.on_press(lambda: presses.put(None))
+    try:
+        _loop(kiosk, camera, stop, on_result, idle_after, updates, presses)
+    finally:  # a press while the kiosk shuts down goes nowhere
+        if kiosk.panel is not None:
+            kiosk.panel.on_press(None)
+
+
+def _loop(kiosk: Kiosk, camera: Camera, stop: threading.Event, on_result, idle_after: float,
+          updates: Updates | None, presses: queue.SimpleQueue) -> None:
+    """The loop proper. A ledger that fails is handled by the kiosk (out of order, reported);
+    anything else ends the loop with its exception, for `run` to report and exit non-zero."""
     debounce = Debouncer()
     clock = kiosk.clock
     last_activity = clock.monotonic()

@@ -77,7 +77,8 @@ class RemoteLink:
     # -- the worker ------------------------------------------------------------------------
     def _run(self) -> None:
         ledger = Ledger(self.ledger_path)
-        self.follower = LedgerFollower(ledger, self.kiosk, self._request_sync, self._follower_settings, self._now)
+        self.follower = LedgerFollower(ledger, self.kiosk, self._request_sync, self._follower_settings, self._now,
+                                       on_refused=self._on_refused)
         try:
             while True:
                 try:
@@ -117,6 +118,12 @@ class RemoteLink:
         elif kind == "connected":  # the broker may have lost our retained report (restart without persistence)
             self._publish_report()
             self.follower.on_connected()
+
+    def _on_refused(self, hub_seq: int | None, reason: str) -> None:
+        """A ledger entry this kiosk cannot apply: it keeps scanning; ``state`` says so."""
+        where = f"hub_seq {hub_seq}" if hub_seq is not None else "an entry without a valid hub_seq"
+        count = self.follower.refused if self.follower is not None else 1
+        self.status.set_error("ledger", f"refused {where} from the hub ({count} refused so far): {reason[:200]}")
 
     def _on_config(self, scope: str, payload: bytes) -> None:
         outcome = self.fleet.handle(scope, payload)

@@ -1,6 +1,7 @@
 """What the kiosk says about itself in its retained ``state`` beyond the outbox.
 
-The remote link (configs, keys, the hub ledger) writes here from its worker thread; the
+The remote link (configs, keys, the hub ledger), the broker link (why it could not connect),
+the scan loop (a ledger it cannot write) and the thread watch write here; the
 outbox sender reads it when it publishes ``state``. A change asks the sender to publish
 at once, so the hub sees a new applied version (or a refused document) without waiting
 for the next periodic state.
@@ -8,8 +9,11 @@ for the next periodic state.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 
 class StatusBoard:
@@ -57,3 +61,51 @@ class StatusBoard:
     def _changed(self) -> None:
         for listener in self._listeners:
             listener()
+
+
+class ThreadWatch:
+    """No background thread dies silently: an uncaught exception in any thread of the process
+    (the remote link, paho's network thread, a gpiozero callback) is logged with its traceback,
+    put in ``state`` (``last_error``) and stops the process, which then exits non-zero so
+    systemd starts it afresh. Threads that can recover on their own (the outbox sender) retry
+    with backoff instead and never reach this hook.
+    """
+
+    def __init__(self, status: StatusBoard, stop: threading.Event) -> None:
+        self.status = status
+        self.stop = stop
+        self.failed: str | None = None  # the first thread failure, if any
+        self._previous = None
+
+    def install(self) -> "ThreadWatch":
+        self._previous = threading.excepthook
+        threading.excepthook = self._hook
+        return self
+
+    def report_to(self, status: StatusBoard) -> None:
+        """Report on *status* from now on (a failure already seen is put there too): the hub link
+        makes its board after the watch must already be watching its threads."""
+        self.status = status
+        if self.failed is not None:
+            status.set_error("process", self.failed)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            threading.excepthook = self._previous
+            self._previous = None
+
+    def fail(self, where: str, exc: BaseException) -> None:
+        """Record a fatal failure of *where* (also used for the scan loop on the main thread)."""
+        error = f"{where} failed: {type(exc).__name__}: {exc}"
+        log.critical("kiosk.thread_failed", exc_info=(type(exc), exc, exc.__traceback__),
+                     extra={"where": where, "error": error})
+        if self.failed is None:
+            self.failed = error
+        self.status.set_error("process", error)
+        self.stop.set()
+
+    def _hook(self, args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit or args.exc_value is None:
+            return
+        name = args.thread.name if args.thread is not None else "a thread"
+        self.fail(f"thread {name}", args.exc_value)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from kiosk.bus import Bus, BusSettings, Message, MqttBus, Tls, Will
 from kiosk.config import KioskConfig
 from kiosk.errors import BusError, ConfigError, LedgerError, MessageError
@@ -72,10 +74,26 @@ class SyncState:
 
 
 def to_wire(event: Event) -> WireEvent:
-    return WireEvent(event_id=event.event_id, kiosk_seq=event.kiosk_seq, occurred_at=event.occurred_at,
-                     mono_ns=event.mono_ns, boot_id=event.boot_id, kind=event.kind, member=event.member,
-                     delta=event.delta, rule=event.rule, reward=event.reward, reason=event.reason,
-                     detail=event.detail)
+    """The wire form of a ledger row; MessageError (naming the row) if the wire cannot carry it."""
+    try:
+        return WireEvent(event_id=event.event_id, kiosk_seq=event.kiosk_seq, occurred_at=event.occurred_at,
+                         mono_ns=event.mono_ns, boot_id=event.boot_id, kind=event.kind, member=event.member,
+                         delta=event.delta, rule=event.rule, reward=event.reward, reason=event.reason,
+                         detail=event.detail)
+    except ValidationError as exc:
+        shown = "; ".join(f"[{'.'.join(map(str, e['loc']))}] {e['msg']}" for e in exc.errors()[:3])
+        raise MessageError(f"ledger event {event.kiosk_seq} ({event.kind}) cannot be sent to the hub: {shown}") from None
+
+
+def _wire_prefix(events: Sequence[Event]) -> tuple[list[WireEvent], MessageError | None]:
+    """The events up to the first one the wire cannot carry, and that one's error."""
+    wire: list[WireEvent] = []
+    for event in events:
+        try:
+            wire.append(to_wire(event))
+        except MessageError as exc:
+            return wire, exc
+    return wire, None
 
 
 def batch_message(events: Sequence[Event]) -> bytes:
@@ -98,6 +116,8 @@ class SenderSettings:
     poll_interval: float = 0.2  # how often new ledger rows are looked for (the loop writes elsewhere)
     state_interval: float = 60.0
     warn_depth: int = 10_000
+    retry_min: float = 1.0  # after a failed step the sender waits this long, doubling up to retry_max
+    retry_max: float = 60.0
 
 
 class OutboxSender:
@@ -126,15 +146,19 @@ class OutboxSender:
         self._state = SyncState(self.ledger_path)
         self.acked_through_seq = self._state.acked()
         self.last_error: str | None = None
-        self.status = status  # applied config versions and errors of the remote link, for ``state``
-        if status is not None:
-            status.on_change(self.request_state)
+        self.failures = 0  # consecutive failed steps (reported, retried with backoff)
+        self.outbox_left: int | None = None  # events the hub had not acknowledged when we stopped
+        # applied config versions and errors of the remote link, the broker link and the loop, for ``state``
+        self.status = status = status if status is not None else StatusBoard()
+        status.on_change(self.request_state)
 
     def start(self) -> None:
         """Subscribe to our ack and our own state, start the bus (it connects in the background) and the loop."""
         self.bus.subscribe(topics.events_ack(self.merchant, self.kiosk), self._on_ack, qos=1)
         self.bus.subscribe(topics.state(self.merchant, self.kiosk), self._on_own_state, qos=1)
         self.bus.on_connect(self._on_connected)
+        if hasattr(self.bus, "on_handler_error"):  # a handler of ours or the remote link's raised
+            self.bus.on_handler_error(lambda error: self.status.set_error("bus", error))
         self._thread.start()
         self.bus.start()
 
@@ -152,25 +176,47 @@ class OutboxSender:
         """True when the hub has acknowledged every event of the ledger (checked by the loop)."""
         return self._drained.is_set()
 
-    def stop(self, timeout: float = 5.0, drain: float = 0.0) -> None:
-        """Wait up to *drain* s for the hub to ack everything, then say ``offline`` (retained) and disconnect.
+    def stop(self, timeout: float = 5.0, drain: float = 0.0) -> int:
+        """Wait up to *drain* s for the hub to ack every event in the ledger *now*, then say
+        ``offline`` (retained) and disconnect. Returns how many events are still unacknowledged
+        (also in ``outbox_left``): they stay in the ledger and go out on the next start.
 
-        Events not acknowledged yet stay in the ledger and go out on the next start.
+        The target is read from the ledger at the call, not taken from the sender's last look:
+        a scan written just before the stop (the last frame of a replay) must be waited for too.
         """
-        if drain > 0:
-            self._wake.set()
-            self._drained.wait(drain)
+        target = self._ledger_last_seq()
+        deadline = time.monotonic() + drain
+        self._wake.set()
+        while self.acked_through_seq < target and time.monotonic() < deadline and self._thread.is_alive():
+            time.sleep(0.02)
+        self.outbox_left = left = max(0, target - self.acked_through_seq)
+        (self._drained.set if left == 0 else self._drained.clear)()
+        log.log(logging.WARNING if left else logging.INFO, "sync.stopped",
+                extra={"outbox_left": left, "last_seq": target, "acked_through_seq": self.acked_through_seq})
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
         if self.bus.connected:
             try:
-                self.bus.publish(*self._state_message("offline", self._last_seen), qos=1, retain=True).wait(2.0)
+                self.bus.publish(*self._state_message("offline", target), qos=1, retain=True).wait(2.0)
             except BusError as exc:
                 log.info("sync.goodbye_failed", extra={"error": str(exc)})
         self.bus.stop()
         self._state.close()
+        return left
+
+    def _ledger_last_seq(self) -> int:
+        """The ledger's last seq, read on the caller's thread (read-only; the sender's connection is its own)."""
+        try:
+            db = sqlite3.connect(f"file:{self.ledger_path}?mode=ro", uri=True, timeout=5)
+            try:
+                return db.execute("SELECT COALESCE(MAX(kiosk_seq), 0) FROM events").fetchone()[0]
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            log.warning("sync.ledger_unreadable", extra={"error": str(exc)})
+            return self._last_seen or 0
 
     # -- bus side (dispatch thread) ------------------------------------------------------
     def _on_ack(self, message: Message) -> None:
@@ -184,6 +230,11 @@ class OutboxSender:
         self._wake.set()
 
     def _on_connected(self) -> None:
+        # Why the broker could not be reached until now (wrong CA, password, unreachable) goes into
+        # ``state`` at once, so whoever installed the kiosk sees it in `fleet status`.
+        outage = getattr(self.bus, "connect_report", lambda: None)()
+        if outage is not None:
+            self.status.set_error("broker", outage)
         with self._lock:
             self._reconnected = True
         self._wake.set()
@@ -201,20 +252,45 @@ class OutboxSender:
 
     # -- the loop ------------------------------------------------------------------------
     def _run(self) -> None:
-        ledger = Ledger(self.ledger_path)
-        loop = _Loop(self, ledger)
+        """Step until stopped. A failed step never ends the thread: it is logged, put in ``state``
+        with its error and retried with backoff (a ledger on a full disk, an event the wire refuses)."""
+        ledger: Ledger | None = None
+        loop: _Loop | None = None
         try:
             while not self._stop.is_set():
                 try:
+                    if loop is None:
+                        ledger = Ledger(self.ledger_path)
+                        loop = _Loop(self, ledger)
                     loop.step()
-                except LedgerError as exc:
-                    self.last_error = str(exc)
-                    log.error("sync.ledger_failed", extra={"error": str(exc)})
-                    self._stop.wait(5.0)
+                    if self.failures:
+                        self._recovered()
+                except Exception as exc:  # noqa: BLE001 - any failure is reported and retried, never fatal
+                    self._stop.wait(self._failed(exc, loop))
                 self._wake.wait(self.settings.poll_interval)
                 self._wake.clear()
         finally:
-            ledger.close()
+            if ledger is not None:
+                ledger.close()
+
+    def _failed(self, exc: Exception, loop: "_Loop | None") -> float:
+        """Log (once per distinct error), report in ``state``; returns the backoff before the next try."""
+        self.failures += 1
+        error = f"outbox sender: {exc}" if isinstance(exc, (LedgerError, MessageError, BusError)) \
+            else f"outbox sender: {type(exc).__name__}: {exc}"
+        delay = min(self.settings.retry_max, self.settings.retry_min * 2 ** min(self.failures - 1, 16))
+        if error != self.last_error:
+            log.error("sync.step_failed", exc_info=not isinstance(exc, (LedgerError, MessageError)),
+                      extra={"error": error, "failures": self.failures, "retry_in_s": delay})
+        self.last_error = error
+        if loop is not None:
+            loop.publish_state()  # best effort: the hub must see why the outbox does not move
+        return delay
+
+    def _recovered(self) -> None:
+        log.warning("sync.recovered", extra={"after_failures": self.failures, "error": self.last_error})
+        self.failures, self.last_error = 0, None
+        self.request_state()
 
     def _take_acks(self, last_seq: int) -> bool:
         """Persist a newer hub ack; True if it moved. An ack beyond our last event is refused."""
@@ -237,8 +313,7 @@ class OutboxSender:
         board = self.status
         state = KioskState(status=status, boot_id=self.boot_id, software_version=self.software_version,
                            outbox_depth=depth, last_seq=last_seq, acked_through_seq=self.acked_through_seq,
-                           last_error=self.last_error or (board.last_error() if board else None),
-                           applied_config=board.applied() if board else {})
+                           last_error=self.last_error or board.last_error(), applied_config=board.applied())
         return topics.state(self.merchant, self.kiosk), encode(state)
 
 
@@ -291,15 +366,19 @@ class _Loop:
             events = self.ledger.events_after(self.sent_through, min(s.settings.batch_size, room))
             if not events:
                 return
-            try:
-                s.bus.publish(topics.events(s.merchant, s.kiosk), batch_message(events), qos=1)
-            except BusError as exc:  # offline again: the next connect re-sends from the ack
-                log.info("sync.publish_failed", extra={"error": str(exc)})
-                return
-            if self.sent_through == acked:
-                self.waiting_since = now
-            self.sent_through = events[-1].kiosk_seq
-            log.debug("sync.sent", extra={"first_seq": events[0].kiosk_seq, "last_seq": self.sent_through})
+            wire, unsendable = _wire_prefix(events)
+            if wire:
+                try:
+                    s.bus.publish(topics.events(s.merchant, s.kiosk), encode(EventBatch(events=wire)), qos=1)
+                except BusError as exc:  # offline again: the next connect re-sends from the ack
+                    log.info("sync.publish_failed", extra={"error": str(exc)})
+                    return
+                if self.sent_through == acked:
+                    self.waiting_since = now
+                self.sent_through = wire[-1].kiosk_seq
+                log.debug("sync.sent", extra={"first_seq": wire[0].kiosk_seq, "last_seq": self.sent_through})
+            if unsendable is not None:  # the hub gets everything before it; this one is reported and retried
+                raise unsendable
 
     def _watch_depth(self, depth: int) -> None:
         warn = self.s.settings.warn_depth
@@ -312,6 +391,12 @@ class _Loop:
             self.s.bus.publish(*self.s._state_message("online", last), qos=1, retain=True)
         except BusError as exc:
             log.info("sync.state_failed", extra={"error": str(exc)})
+
+    def publish_state(self) -> None:
+        """``state`` now, with the last known outbox, if connected (after a failed step)."""
+        if self.s.bus.connected:
+            self._publish_state(self.s._last_seen if self.s._last_seen is not None else self.s.acked_through_seq)
+            self.state_due = self.s._now() + self.s.settings.state_interval
 
 
 def open_sender(config: KioskConfig, boot_id: str, status: StatusBoard | None = None) -> OutboxSender:

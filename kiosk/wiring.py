@@ -15,15 +15,19 @@ from kiosk.session import CounterSession
 
 
 def load_keyring(config: KioskConfig) -> KeyRing:
+    return KeyRing.from_json(_keys_text(config))
+
+
+def _keys_text(config: KioskConfig) -> str:
+    """The keys file's text; a missing one is a ConfigError with the fix, whoever asks first."""
     path = config.keys_path()
     try:
-        text = path.read_text()
+        return path.read_text()
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: no keys file; copy the output of `stempel-hub export-keys` there "
             "or set [kiosk] keys_file"
         ) from None
-    return KeyRing.from_json(text)
 
 
 def load_hub_keys(config: KioskConfig) -> dict:
@@ -52,7 +56,7 @@ def merchant_of(config: KioskConfig, keys_text: str | None = None) -> str:
         return config.kiosk.merchant
     from kiosk.protocol.passes import KeysDocument
 
-    return KeysDocument.model_validate_json(keys_text or config.keys_path().read_text()).merchant
+    return KeysDocument.model_validate_json(keys_text or _keys_text(config)).merchant
 
 
 def ledger_path(config: KioskConfig):

@@ -12,6 +12,7 @@ import json
 import queue
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from syncrig import FAST, MERCHANT, kiosk_bus
@@ -26,23 +27,28 @@ from kiosk.ledger import Ledger
 from kiosk.loop import run as run_loop
 from kiosk.remote import open_remote
 from kiosk.status import StatusBoard
-from kiosk.sync import OutboxSender
+from kiosk.sync import OutboxSender, state_will
 from kiosk.wiring import build_kiosk, ledger_path
+
+if TYPE_CHECKING:
+    from buses import Buses
 
 WAIT = 10.0
 
 
 class LiveKiosk:
-    """One kiosk of MERCHANT with its own data folder (keys.json and hub-keys.json from *hub*)."""
+    """One kiosk of MERCHANT with its own data folder (keys.json and hub-keys.json from *hub*), on
+    Mosquitto at *port*, or on the broker of a ``buses.Buses`` (the ``bus_factory`` fixture)."""
 
-    def __init__(self, root: Path, hub, kiosk_id: str, port: int, clock: FakeClock, seed: int = 7) -> None:
+    def __init__(self, root: Path, hub, kiosk_id: str, port: "int | Buses", clock: FakeClock, seed: int = 7) -> None:
         self.id, self.clock = kiosk_id, clock
         self.data = root / kiosk_id
         if not (self.data / "keys.json").exists():
             hub.export(MERCHANT, self.data / "keys.json")
             (self.data / "hub-keys.json").write_text(hub_keys_json(hub.data_dir))
         self.config = load_config(None, env={}, kiosk__data_dir=str(self.data), kiosk__id=kiosk_id,
-                                  kiosk__merchant=MERCHANT, mqtt__host="127.0.0.1", mqtt__port=port)
+                                  kiosk__merchant=MERCHANT, mqtt__host="127.0.0.1",
+                                  mqtt__port=port if isinstance(port, int) else port.port)
         self.port = port
         self.rng = np.random.default_rng(seed)
         self.results: queue.Queue[ScanResult] = queue.Queue()
@@ -50,7 +56,10 @@ class LiveKiosk:
     def start(self) -> "LiveKiosk":
         self.kiosk = build_kiosk(self.config, clock=self.clock)
         self.status = StatusBoard()
-        bus = kiosk_bus(self.port, self.id, self.kiosk.boot)
+        if isinstance(self.port, int):
+            bus = kiosk_bus(self.port, self.id, self.kiosk.boot)
+        else:
+            bus = self.port.bus(self.id, will=state_will(MERCHANT, self.id, self.kiosk.boot))
         self.sender = OutboxSender(ledger_path(self.config), bus, merchant=MERCHANT, kiosk=self.id,
                                    boot_id=self.kiosk.boot, software_version="test", settings=FAST,
                                    status=self.status)

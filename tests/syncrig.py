@@ -45,7 +45,7 @@ def append_events(ledger: Ledger, n: int, boot: str = "boot-1") -> None:
     """*n* stamp entries, one transaction each, as the kiosk loop writes them."""
     for _ in range(n):
         i = next(_ids)
-        entry = Entry(kind="stamp_awarded", member=f"m-{i % 7}", delta=1, rule="visit", cause="visit")
+        entry = Entry(kind="earn", member=f"m-{i % 7}", delta=1, rule="visit", cause="visit")
         ledger.append([entry], T0 + timedelta(seconds=i), 100.0 + i, boot)
 
 

@@ -94,11 +94,11 @@ def test_revoked_pass_is_listed_for_the_kiosks(tmp_path):
     hub = ["stempel-hub", "--data-dir", str(tmp_path / "hub")]
     run(*hub, "init", "--merchant", "cafe-rosa", "--name", "Cafe Rosa")
     out = run(*hub, "issue-pass", "--merchant", "cafe-rosa", "--member-name", "Anna", "--out", str(tmp_path / "a.png"))
-    member = out.stdout.split()[1].rstrip(":")
+    member, serial = out.stdout.split()[1].rstrip(":"), out.stdout.split()[3]
     assert "revoked" in run(*hub, "revoke-pass", "--merchant", "cafe-rosa", "--member", member).stdout
     assert "already" in run(*hub, "revoke-pass", "--merchant", "cafe-rosa", "--member", member).stdout
     keys = json.loads(run(*hub, "export-keys", "--merchant", "cafe-rosa").stdout)
-    assert keys["revoked_members"] == [member]
+    assert (keys["revoked_passes"], keys["revoked_members"]) == ([serial], [])  # the pass, not the member
     unknown = run(*hub, "revoke-pass", "--merchant", "cafe-rosa", "--member", "mnobody", check=False)
     assert unknown.returncode == 2 and "no member 'mnobody'" in unknown.stderr
 

@@ -1,5 +1,6 @@
 """Every kiosk of a merchant converges to the same balances, through a real Mosquitto and a
-real ``stempel-hub ingest`` (SQLite and PostgreSQL).
+real ``stempel-hub ingest`` process, and through the in-memory broker with the same worker in
+this process (SQLite and PostgreSQL).
 
 What must hold: a member who visited two kiosks has the same balance on both (and the
 cooldown holds across kiosks); a kiosk that was offline, or new, catches up through
@@ -10,27 +11,25 @@ conflict, and both kiosks then show the same (negative) balance.
 from __future__ import annotations
 
 import pytest
+from buses import bus_factory  # noqa: F401  (fixture)
 from fleetrig import WAIT, LiveKiosk
 from hubdb import hub_url, pg_database  # noqa: F401  (fixtures)
-from mosquitto import Mosquitto
-from syncrig import MERCHANT, IngestProc, converged, wait_until
+from syncrig import MERCHANT, converged, wait_until
 
 from cloud.events import EventStore
 from kiosk.wiring import ledger_path
 
 
 @pytest.fixture
-def fleet(tmp_path, hub_url):
-    broker = Mosquitto(tmp_path / "broker").start()
+def fleet(tmp_path, hub_url, bus_factory):
     store = EventStore.open(hub_url)
-    worker = IngestProc(tmp_path, hub_url, broker.port, "w1").start()
+    worker = bus_factory.ingest(tmp_path, hub_url, "w1")
     wait_until(lambda: bool(worker.records("bus.connected")), WAIT, "ingest to connect")
     kiosks: list[LiveKiosk] = []
-    yield broker, store, worker, kiosks
+    yield bus_factory, store, worker, kiosks
     for k in kiosks:
         k.stop()
     worker.stop()
-    broker.stop()
     store.close()
 
 
@@ -42,7 +41,7 @@ def same_balance(kiosks, member: str, balance: int) -> None:
 def test_two_kiosks_converge_and_an_offline_kiosk_catches_up(tmp_path, hub, clock, fleet):
     broker, store, worker, kiosks = fleet
     anna = hub.issue("Anna")
-    k1, k2 = (LiveKiosk(tmp_path, hub, k, broker.port, clock).start() for k in ("counter-1", "counter-2"))
+    k1, k2 = (LiveKiosk(tmp_path, hub, k, broker, clock).start() for k in ("counter-1", "counter-2"))
     kiosks += [k1, k2]
     assert k1.scan(anna.url).balance == 1
     same_balance(kiosks, anna.member, 1)
@@ -58,8 +57,8 @@ def test_two_kiosks_converge_and_an_offline_kiosk_catches_up(tmp_path, hub, cloc
     head = len(store.events(MERCHANT))
     from_k1 = len(store.events(MERCHANT, k1.id))
     answered = len(worker.records("sync.answered"))
-    back = LiveKiosk(tmp_path, hub, "counter-2", broker.port, clock).start()
-    newcomer = LiveKiosk(tmp_path, hub, "counter-3", broker.port, clock).start()  # never online before
+    back = LiveKiosk(tmp_path, hub, "counter-2", broker, clock).start()
+    newcomer = LiveKiosk(tmp_path, hub, "counter-3", broker, clock).start()  # never online before
     kiosks += [back, newcomer]
     same_balance(kiosks, anna.member, 5)
     assert newcomer.cursor() == back.cursor() == head
@@ -69,10 +68,13 @@ def test_two_kiosks_converge_and_an_offline_kiosk_catches_up(tmp_path, hub, cloc
     assert store.conflicts(MERCHANT) == []
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("bus_factory", ["mosquitto"], indirect=True)  # kills the broker: Mosquitto only
 def test_offline_double_redemption_is_a_conflict_at_the_hub(tmp_path, hub, clock, fleet):
-    broker, store, worker, kiosks = fleet
+    buses, store, worker, kiosks = fleet
+    broker = buses.broker
     anna = hub.issue("Anna")
-    k1, k2 = (LiveKiosk(tmp_path, hub, k, broker.port, clock).start() for k in ("counter-1", "counter-2"))
+    k1, k2 = (LiveKiosk(tmp_path, hub, k, buses, clock).start() for k in ("counter-1", "counter-2"))
     kiosks += [k1, k2]
     for _ in range(10):
         k1.scan(anna.url)

@@ -116,7 +116,8 @@ def test_versions_count_up_per_scope_on_sqlite_and_postgresql(hub_url, broker, t
 
 
 def test_keys_publish_sends_signed_keys_with_revocations(hub, broker):
-    member = hub.issue("Anna").member
+    anna = hub.issue("Anna")
+    member = anna.member
     subprocess.run([HUB, "--data-dir", str(hub.data_dir), "revoke-pass", "--merchant", "cafe-rosa",
                     "--member", member], check=True, capture_output=True)
     out = hub_cmd(hub, broker, "keys", "publish", "--merchant", "cafe-rosa").stdout
@@ -130,7 +131,7 @@ def test_keys_publish_sends_signed_keys_with_revocations(hub, broker):
 
     public = hub_signing_key(hub.data_dir).public_key()
     verify(doc, {key_id(public): public})
-    assert doc["revoked_members"] == [member] and doc["version"] == 1
+    assert doc["revoked_passes"] == [anna.serial] and doc["revoked_members"] == [] and doc["version"] == 1
 
 
 def test_conflicts_command_lists_none_for_a_quiet_shop(hub):

@@ -1,4 +1,5 @@
-"""Fleet configuration and pass keys reaching running kiosks over a real Mosquitto.
+"""Fleet configuration and pass keys reaching running kiosks, over a real Mosquitto and (the
+tests that take ``bus_factory``) over the in-memory broker too.
 
 What must hold: a pushed programme is applied by every kiosk without a restart and
 reported (retained) with its version; a hostile or broken document is refused with the
@@ -13,6 +14,7 @@ import json
 import shutil
 
 import pytest
+from buses import bus_factory  # noqa: F401  (fixture)
 from fleetrig import WAIT, LiveKiosk, reports
 from mosquitto import Mosquitto
 from sqlalchemy import update
@@ -22,8 +24,8 @@ from syncrig import MERCHANT, Watcher, wait_until
 from cloud import fleet_config
 from cloud.hubkey import hub_signing_key
 from cloud.keys_publish import build_keys_document, publish_keys
-from cloud.passes import init_merchant
-from cloud.store import Member, SigningKey
+from cloud.passes import init_merchant, revoke_member
+from cloud.store import SigningKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kiosk.bus import BusSettings, MqttBus
 from kiosk.protocol import signed, topics
@@ -46,8 +48,16 @@ def broker(tmp_path):
 
 
 @pytest.fixture
-def admin(broker):
-    """The hub's admin connection (what `stempel-hub config push` uses)."""
+def admin(bus_factory):
+    """The hub's admin connection (what `stempel-hub config push` uses), on either bus."""
+    bus = bus_factory.connected("hub-admin")
+    yield bus
+    bus.stop()
+
+
+@pytest.fixture
+def mqtt_admin(broker):
+    """The admin connection on this module's Mosquitto (for the tests that restart it)."""
     bus = MqttBus(BusSettings(host="127.0.0.1", port=broker.port, client_id="hub-admin",
                               reconnect_min=0.2, reconnect_max=1.0))
     bus.start()
@@ -84,9 +94,9 @@ def next_report(watcher: Watcher, kiosk: str, seen: int, check=lambda r: True) -
     return found[0]
 
 
-def test_config_pushed_to_two_kiosks_is_applied_and_reported_by_both(tmp_path, hub, broker, admin, clock):
-    watcher = Watcher(broker.port, REPORTED, STATES)
-    kiosks = [LiveKiosk(tmp_path, hub, k, broker.port, clock).start() for k in ("counter-1", "counter-2")]
+def test_config_pushed_to_two_kiosks_is_applied_and_reported_by_both(tmp_path, hub, bus_factory, admin, clock):
+    watcher = bus_factory.watcher(REPORTED, STATES)
+    kiosks = [LiveKiosk(tmp_path, hub, k, bus_factory, clock).start() for k in ("counter-1", "counter-2")]
     anna = hub.issue("Anna")
     try:
         fleet_config.publish(admin, fleet_config.prepare(hub.engine, hub.data_dir, MERCHANT, CAFE))
@@ -134,12 +144,12 @@ HOSTILE = [
 ]
 
 
-def test_hostile_config_is_rejected_with_the_reason_while_the_kiosk_keeps_scanning(tmp_path, hub, broker, admin,
-                                                                                     clock):
+def test_hostile_config_is_rejected_with_the_reason_while_the_kiosk_keeps_scanning(tmp_path, hub, bus_factory,
+                                                                                     admin, clock):
     """The broker (Mosquitto's default message_size_limit is unlimited) delivers even the 1 MB
     payload; the kiosk's own limit refuses it."""
-    watcher = Watcher(broker.port, REPORTED, STATES)
-    kiosk = LiveKiosk(tmp_path, hub, "counter-1", broker.port, clock).start()
+    watcher = bus_factory.watcher(REPORTED, STATES)
+    kiosk = LiveKiosk(tmp_path, hub, "counter-1", bus_factory, clock).start()
     anna = hub.issue("Anna")
     v1 = hub_doc(hub, 1)
     try:
@@ -171,7 +181,9 @@ def test_hostile_config_is_rejected_with_the_reason_while_the_kiosk_keeps_scanni
         watcher.stop()
 
 
-def test_applied_config_survives_a_restart_and_a_broker_that_forgot_it(tmp_path, hub, broker, admin, clock):
+@pytest.mark.slow
+def test_applied_config_survives_a_restart_and_a_broker_that_forgot_it(tmp_path, hub, broker, mqtt_admin, clock):
+    admin = mqtt_admin
     watcher = Watcher(broker.port, REPORTED)
     kiosk = LiveKiosk(tmp_path, hub, "counter-1", broker.port, clock).start()
     try:
@@ -195,6 +207,7 @@ def test_applied_config_survives_a_restart_and_a_broker_that_forgot_it(tmp_path,
         watcher.stop()
 
 
+@pytest.mark.slow
 def test_a_stale_retained_config_after_a_broker_restart_is_ignored_but_re_reported(tmp_path, hub, clock):
     broker = Mosquitto(tmp_path / "broker", persistence=True).start()
     admin = MqttBus(BusSettings(host="127.0.0.1", port=broker.port, client_id="hub-admin", reconnect_min=0.2,
@@ -228,9 +241,9 @@ def test_a_stale_retained_config_after_a_broker_restart_is_ignored_but_re_report
         broker.stop()
 
 
-def test_keys_rotation_and_revocation_over_mqtt(tmp_path, hub, broker, admin, clock):
-    watcher = Watcher(broker.port, STATES)
-    kiosk = LiveKiosk(tmp_path, hub, "counter-1", broker.port, clock).start()
+def test_keys_rotation_and_revocation_over_mqtt(tmp_path, hub, bus_factory, admin, clock):
+    watcher = bus_factory.watcher(STATES)
+    kiosk = LiveKiosk(tmp_path, hub, "counter-1", bus_factory, clock).start()
     anna, bob = hub.issue("Anna"), hub.issue("Bob")
     new_key = hub.keys.create(MERCHANT)  # the rotation: a second key; passes are signed with it from now on
     with Session(hub.engine) as session, session.begin():
@@ -243,9 +256,9 @@ def test_keys_rotation_and_revocation_over_mqtt(tmp_path, hub, broker, admin, cl
         assert kiosk.scan(bob.url).outcome == "stamped"
         with Session(hub.engine) as session, session.begin():  # keep the old key valid; revoke Bob
             session.execute(update(SigningKey).values(active=True))
-            session.execute(update(Member).where(Member.id == bob.member).values(revoked=True))
+        revoke_member(hub.engine, MERCHANT, bob.member)
         publish_keys(admin, build_keys_document(hub.engine, hub.data_dir, MERCHANT))
-        wait_until(lambda: bob.member in kiosk.kiosk.verifier.keyring.revoked_members, WAIT, "the new keys")
+        wait_until(lambda: bob.serial in kiosk.kiosk.verifier.keyring.revoked_serials, WAIT, "the new keys")
         assert kiosk.scan(carl.url).outcome == "stamped"
         assert kiosk.scan(anna.url).outcome == "stamped"
         assert kiosk.scan(bob.url).reason == "revoked"
@@ -256,7 +269,7 @@ def test_keys_rotation_and_revocation_over_mqtt(tmp_path, hub, broker, admin, cl
         init_merchant(hub.engine, hub.keys, "other-shop", "Other", "https://stempel.example")
         hostile = [
             ({k: v for k, v in good.items() if k != "signature"}, "not signed by the hub"),
-            (signed.sign({**good, "revoked_members": []}, Ed25519PrivateKey.generate()), "does not trust"),
+            (signed.sign({**good, "revoked_passes": []}, Ed25519PrivateKey.generate()), "does not trust"),
             (build_keys_document(hub.engine, hub.data_dir, "other-shop"), "for merchant 'other-shop'"),
         ]
         for doc, reason in hostile:

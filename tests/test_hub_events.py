@@ -22,7 +22,7 @@ AT = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
 def kiosk_events(n: int, member: str = "m-1") -> list[WireEvent]:
     return [WireEvent(event_id=new_event_id(), kiosk_seq=seq, occurred_at=AT + timedelta(minutes=seq),
-                      mono_ns=seq * 1000, boot_id="boot-1", kind="stamp_awarded", member=member, delta=1,
+                      mono_ns=seq * 1000, boot_id="boot-1", kind="earn", member=member, delta=1,
                       rule="visit", detail={"cause": "visit"}) for seq in range(1, n + 1)]
 
 

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.keys_publish import build_keys_document
 from cloud.hubkey import hub_signing_key
+from cloud.passes import revoke_member
 from kiosk.keys_sync import KeysFollower, stored_version
 from kiosk.protocol.passes import KeyRing, key_id
 from kiosk.protocol.signed import sign
@@ -31,24 +32,20 @@ def send(follower, document) -> object:
 def test_the_bundle_file_is_version_0_and_a_signed_newer_document_replaces_it(hub, follower, kiosk_dir):
     assert follower.version == 0
     bob = hub.issue("Bob")
-    from sqlalchemy import update
-    from sqlalchemy.orm import Session
-
-    from cloud.store import Member
-    with Session(hub.engine) as session, session.begin():
-        session.execute(update(Member).where(Member.id == bob.member).values(revoked=True))
     first = build_keys_document(hub.engine, hub.data_dir, MERCHANT)
+    revoke_member(hub.engine, MERCHANT, bob.member)
     second = build_keys_document(hub.engine, hub.data_dir, MERCHANT)
     assert (first["version"], second["version"]) == (1, 2)  # versions come from the hub database
     outcome = send(follower, second)
-    assert (outcome.status, outcome.version) == ("applied", 2) and bob.member in outcome.keyring.revoked_members
+    assert (outcome.status, outcome.version) == ("applied", 2) and bob.serial in outcome.keyring.revoked_serials
+    assert outcome.keyring.base_url == "https://stempel.example"  # the one host its passes may name
     assert send(follower, first).status == "ignored"  # a stale retained copy cannot lift the revocation
     assert stored_version(kiosk_dir / "keys.json") == 2
     assert not list(kiosk_dir.glob(".*.tmp"))
     from kiosk.config import load_config
 
     ring = load_keyring(load_config(None, env={}, kiosk__data_dir=str(kiosk_dir)))  # what a restart reads
-    assert isinstance(ring, KeyRing) and bob.member in ring.revoked_members
+    assert isinstance(ring, KeyRing) and bob.serial in ring.revoked_serials and not ring.revoked_members
 
 
 def _with(doc: dict, **changes) -> dict:
@@ -65,6 +62,10 @@ def _with(doc: dict, **changes) -> dict:
     (lambda good, hub: sign(_with(good, signature=None, keys=[]), hub_signing_key(hub.data_dir)), "no key"),
     (lambda good, hub: sign(_with(good, signature=None, version=0), hub_signing_key(hub.data_dir)), "version"),
     (lambda good, hub: sign(_with(good, signature=None, schema="x"), hub_signing_key(hub.data_dir)), "schema"),
+    (lambda good, hub: _with(good, revoked_passes=["b"]), "altered or forged"),
+    (lambda good, hub: _with(good, base_url="https://evil.example"), "altered or forged"),
+    (lambda good, hub: sign(_with(good, signature=None, base_url="javascript://x"), hub_signing_key(hub.data_dir)),
+     "base URL"),
 ])
 def test_refused_documents_keep_the_old_keys(hub, follower, kiosk_dir, make, error):
     before = (kiosk_dir / "keys.json").read_text()

@@ -14,7 +14,7 @@ AT = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
 def event(seq: int = 1, **changes) -> dict:
     doc = {"event_id": new_event_id(), "kiosk_seq": seq, "occurred_at": AT.isoformat(), "mono_ns": 5,
-           "boot_id": "b1", "kind": "stamp_awarded", "member": "m-1", "delta": 1, "rule": "visit",
+           "boot_id": "b1", "kind": "earn", "member": "m-1", "delta": 1, "rule": "visit",
            "reward": None, "reason": None, "detail": {"cause": "visit"}}
     return doc | changes
 

@@ -104,8 +104,8 @@ def test_wall_clock_set_back_never_grants_a_stamp(kiosk, hub, rng, clock):
 
 
 def _forged(url: str) -> str:
-    head, sig = url.rsplit(".", 1)
-    return f"{head}.{sig[:5]}{'B' if sig[5] == 'A' else 'A'}{sig[6:]}"
+    head, sig = url.rsplit(".", 1)  # the signature is decimal digits: change one near its end
+    return f"{head}.{sig[:-20]}{'2' if sig[-20] == '1' else '1'}{sig[-19:]}"
 
 
 def _junk_qr_frame(rng) -> np.ndarray:

@@ -29,6 +29,8 @@ from kiosk.protocol import topics
 from kiosk.protocol.messages import KioskState, LedgerBatch, decode
 from kiosk.sync import OutboxSender, batch_message
 
+pytestmark = pytest.mark.slow  # Mosquitto and ingest processes, killed on purpose
+
 KIOSK_PROC = str(Path(__file__).parent / "kiosk_sync_proc.py")
 
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from mosquitto import Mosquitto
 from PIL import Image
 from syncrig import IngestProc, Watcher, append_events, converged, wait_until
@@ -14,6 +15,8 @@ from cloud.events import EventStore
 from kiosk.ledger import Ledger
 from kiosk.protocol import topics
 from kiosk.protocol.messages import KioskState, decode
+
+pytestmark = pytest.mark.slow  # Mosquitto, stempel-kiosk and ingest processes
 
 KIOSK = str(Path(sys.executable).parent / "stempel-kiosk")
 

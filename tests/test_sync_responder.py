@@ -1,13 +1,15 @@
 """The hub's answer to ``sync/request``: one batch per request from the database, requests
-of one kiosk merged, garbage ignored (never fatal). Uses a recording bus; the path through
-a real broker and ``stempel-hub ingest`` is in test_convergence.py."""
+of one kiosk merged, garbage ignored (never fatal). Uses a recording bus, and (the last test) both real buses through
+a shared subscription; the path through ``stempel-hub ingest`` is in test_convergence.py."""
 
 from __future__ import annotations
 
 import json
+import queue
 import threading
 
 import pytest
+from buses import bus_factory  # noqa: F401  (fixture)
 from syncrig import wait_until
 
 from cloud.events import EventStore
@@ -76,3 +78,28 @@ def test_garbage_is_ignored_and_the_next_request_is_still_answered(rig, topic, p
     request(bus, topics.sync_request(M, "k3"), b'{"schema": "stempel.sync-request.v1", "after_hub_seq": 0}')
     wait_until(lambda: responder.answered == 1, 5, "an answer to the good request")
     assert [t for t, _ in bus.published] == [topics.sync_response(M, "k3")]
+
+
+def test_a_request_over_the_bus_is_answered_on_the_kiosk_topic(tmp_path, bus_factory):
+    store = EventStore.open(f"sqlite:///{tmp_path / 'hub.sqlite3'}")
+    hub = bus_factory.bus("hub-1", manual_ack=True, session_expiry=60)
+    responder = SyncResponder(store, hub, group="g", batch=3)
+    responder.start()
+    hub.start()
+    hub.wait_connected(5)
+    got: queue.Queue[Message] = queue.Queue()
+    kiosk = bus_factory.bus("k2")
+    kiosk.subscribe(topics.sync_response(M, "k2"), got.put)
+    kiosk.start()
+    kiosk.wait_connected(5)
+    try:
+        k1 = Kiosk("k1")
+        store.ingest(topics.events(M, "k1"), encode(EventBatch(events=[k1.event(i, 1) for i in range(5)])))
+        kiosk.publish(topics.sync_request(M, "k2"), b'{"schema": "stempel.sync-request.v1", "after_hub_seq": 3}')
+        answer = decode(SyncResponse, got.get(timeout=5).payload)
+        assert ([e.hub_seq for e in answer.entries], answer.head_hub_seq) == ([4, 5], 5)
+    finally:
+        kiosk.stop()
+        responder.stop()
+        hub.stop()
+        store.close()

@@ -51,6 +51,7 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
         "forged": ("Invalid pass", "ask staff"),
         "revoked": ("Pass revoked", "ask staff"),
         "multiple_codes": ("Two codes seen", "show one pass"),
+        "out_of_order": ("Out of order", "call staff"),
     },
     "de": {
         "not_a_pass": ("Kein Stempel-", "Pass"),
@@ -61,6 +62,7 @@ REASONS: dict[str, dict[str, tuple[str, str]]] = {
         "forged": ("Ungültiger Pass", "bitte Personal"),
         "revoked": ("Pass gesperrt", "bitte Personal"),
         "multiple_codes": ("Zwei Codes", "nur einen zeigen"),
+        "out_of_order": ("Außer Betrieb", "Personal rufen"),
     },
 }
 

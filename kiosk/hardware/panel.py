@@ -74,6 +74,7 @@ class FrontPanel:
         from gpiozero import LED, Button, Buzzer
         from gpiozero.exc import BadPinFactory
 
+        self._closed = False
         try:
             self.led = LED(led_pin, pin_factory=pin_factory)
             self.buzzer = Buzzer(buzzer_pin, pin_factory=pin_factory)
@@ -84,9 +85,12 @@ class FrontPanel:
                 "or set backend = \"sim\" under [hardware]"
             ) from exc
 
-    def on_press(self, callback: Callable[[], None]) -> None:
-        """Call *callback* (in gpiozero's thread) when staff press the button."""
-        self.button.when_pressed = lambda: callback()
+    def on_press(self, callback: Callable[[], None] | None) -> None:
+        """Call *callback* (in gpiozero's thread) when staff press the button; None detaches it."""
+        if callback is not None:
+            self.button.when_pressed = lambda: callback()
+        elif self.button.when_pressed is not None:  # gpiozero warns about clearing an unset callback
+            self.button.when_pressed = None
 
     def signal(self, signal: Signal, wait: bool = False) -> None:
         """Play the LED and buzzer pattern for *signal*; in the background unless *wait*.
@@ -100,5 +104,19 @@ class FrontPanel:
         self.led.blink(on_time=led.on, off_time=led.off, n=led.n, background=not wait)
 
     def close(self) -> None:
+        """Release the devices in order; safe to call twice.
+
+        The blink and beep threads are stopped (joined) first, on this thread. Left running, a
+        finished pattern's thread may hold the last reference to its device at exit, and
+        gpiozero's ``__del__`` then tries to join that thread from itself (a traceback at every
+        exit of ``stempel-kiosk run``). The button goes before the outputs so no press
+        arrives while they close.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self.on_press(None)
+        for output in (self.led, self.buzzer):
+            output.off()
         for device in (self.button, self.buzzer, self.led):
             device.close()

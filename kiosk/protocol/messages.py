@@ -8,11 +8,13 @@ ignored (a newer peer may add some); a wrong ``schema`` or an invalid field is a
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kiosk.errors import MessageError
+from kiosk.protocol.event_schema import DELTA_MAX, INT64_MAX, Text, check_detail, check_plausible_time
 from kiosk.protocol.ids import ID_PATTERN
 
 EVENT_BATCH = "stempel.events.v1"
@@ -23,6 +25,11 @@ SYNC_REQUEST = "stempel.sync-request.v1"
 SYNC_RESPONSE = "stempel.sync-response.v1"
 
 MAX_BATCH = 1000
+# The largest payload either end accepts (and the broker's ``message_size_limit``): checked
+# before JSON parsing, so a huge message costs little. MAX_BATCH ledger entries with every
+# field at its bound (four-byte characters, escaped quotes) need 2.2 MiB and must fit
+# (tests/test_event_schema.py); typical entries are ~350 bytes, a 100-event batch ~35 KiB.
+MAX_PAYLOAD_BYTES = 3 * 1024 * 1024
 _UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 _KIND = r"^[a-z][a-z0-9_]{0,39}$"
 _MEMBER = ID_PATTERN.pattern
@@ -34,20 +41,31 @@ class _Message(BaseModel):
 
 
 class WireEvent(_Message):
-    """One kiosk ledger event as sent to the hub; ``event_id`` is the idempotency key."""
+    """One kiosk ledger event as sent to the hub; ``event_id`` is the idempotency key.
+
+    Every field is bounded to what the hub's columns and the kiosks' fold accept, and
+    ``detail`` must match its kind's schema (kiosk/protocol/event_schema.py): the hub stores
+    and relays only events that pass, and a kiosk refuses a ledger entry that does not.
+    """
 
     event_id: str = Field(pattern=_UUID)
-    kiosk_seq: int = Field(gt=0)
-    occurred_at: AwareDatetime
-    mono_ns: int = Field(ge=0)
-    boot_id: str = Field(min_length=1, max_length=64)
+    kiosk_seq: int = Field(gt=0, le=INT64_MAX)
+    occurred_at: AwareDatetime  # the hub also holds it to a window around its clock (event_schema.check_time)
+    mono_ns: int = Field(ge=0, le=INT64_MAX)
+    boot_id: Text(64, 1)
     kind: str = Field(pattern=_KIND)
     member: str | None = Field(None, pattern=_MEMBER)
-    delta: int = Field(0, ge=-1_000_000, le=1_000_000)
-    rule: str | None = Field(None, max_length=64)
-    reward: str | None = Field(None, max_length=64)
-    reason: str | None = Field(None, max_length=64)
+    delta: int = Field(0, ge=-DELTA_MAX, le=DELTA_MAX)
+    rule: Text(64) | None = None
+    reward: Text(64) | None = None
+    reason: Text(64) | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _detail_fits_kind(self) -> "WireEvent":
+        check_plausible_time(self.occurred_at)
+        check_detail(self.kind, self.rule, self.detail)
+        return self
 
 
 class EventBatch(_Message):
@@ -85,7 +103,7 @@ class LedgerEntry(WireEvent):
     """An accepted event as the hub streams it: which kiosk made it and its place ``hub_seq``."""
 
     kiosk: str = Field(pattern=_MEMBER)
-    hub_seq: int = Field(gt=0)
+    hub_seq: int = Field(gt=0, le=INT64_MAX)
 
 
 class LedgerBatch(_Message):
@@ -128,18 +146,83 @@ def encode(message: _Message) -> bytes:
 
 def decode(model: type[M], payload: bytes | str) -> M:
     """Parse *payload* as *model*; raises MessageError with a short reason a human can act on."""
+    return _validate(model, _load(model, payload))
+
+
+@dataclass(frozen=True)
+class Refused:
+    """One item of a batch that failed its schema: where it was, what it said, and why."""
+
+    index: int
+    item: Any
+    reason: str
+
+
+class ItemsRefused(MessageError):
+    """Every item of a batch failed its schema; ``refused`` says which and why."""
+
+    def __init__(self, refused: list[Refused]) -> None:
+        more = f" (+{len(refused) - 3} more)" if len(refused) > 3 else ""
+        super().__init__("; ".join(r.reason for r in refused[:3]) + more)
+        self.refused = refused
+
+
+def decode_items(model: type[M], payload: bytes | str, field: str) -> tuple[M, list[Refused]]:
+    """Parse a batch message, refusing invalid items of its list *field* one by one.
+
+    One bad event must not cost the good ones beside it (a kiosk re-sends its batches from
+    the first unacknowledged event, so a whole-message refusal would block it for good).
+    Raises MessageError if the envelope is invalid, ItemsRefused (a MessageError) if the batch
+    had items and none was valid.
+    """
+    doc = _load(model, payload)
+    items = doc.get(field)
+    item_model = model.model_fields[field].annotation.__args__[0]  # list[X] -> X
+    if not isinstance(items, list) or len(items) > MAX_BATCH:
+        return _validate(model, doc), []
+    good, refused = [], []
+    for index, item in enumerate(items):
+        try:
+            good.append(item_model.model_validate(item))
+        except ValidationError as exc:
+            refused.append(Refused(index, item, _reason(exc, prefix=(field, index))))
+    try:
+        return model.model_validate({**doc, field: good}), refused
+    except ValidationError as exc:
+        if refused and not good:  # e.g. a batch must hold one event: say why each was refused
+            raise ItemsRefused(refused) from None
+        raise MessageError(_reason(exc)) from None
+
+
+def _load(model: type[_Message], payload: bytes | str) -> dict:
+    """The JSON object of *payload*, bounded in size before parsing, with the right ``schema``."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise MessageError(f"payload of {len(payload)} bytes is over the limit of {MAX_PAYLOAD_BYTES}")
     try:
         doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MessageError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise MessageError("not JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
+        raise MessageError(f"not JSON: {str(exc)[:200]}") from None
     if not isinstance(doc, dict):
         raise MessageError("not a JSON object")
     expected = model.model_fields["schema_"].default
     if doc.get("schema") != expected:
-        raise MessageError(f"schema {doc.get('schema')!r} is not {expected!r}")
+        raise MessageError(f"schema {str(doc.get('schema'))[:60]!r} is not {expected!r}")
+    return doc
+
+
+def _validate(model: type[M], doc: dict) -> M:
     try:
         return model.model_validate(doc)
     except ValidationError as exc:
-        shown = [f"[{'.'.join(str(p) for p in e['loc'])}] {e['msg']}" for e in exc.errors()[:3]]
-        more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
-        raise MessageError("; ".join(shown) + more) from None
+        raise MessageError(_reason(exc)) from None
+    except RecursionError:  # a validator walking a deeply nested value
+        raise MessageError("nested too deeply") from None
+
+
+def _reason(exc: ValidationError, prefix: tuple = ()) -> str:
+    """The first three errors, each with its place (``[events.0.kiosk_seq]``), inputs cut short."""
+    shown = [f"[{'.'.join(str(p) for p in (*prefix, *e['loc']))}] {e['msg'][:200]}" for e in exc.errors()[:3]]
+    more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
+    return "; ".join(shown) + more

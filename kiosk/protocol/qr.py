@@ -1,33 +1,58 @@
-"""Render pass QR codes with segno (PNG for printing and phones, SVG for the web card)."""
+"""Render pass QR codes with segno (PNG for printing and phones, SVG for the web card).
+
+A pass URL ends in its signature as decimal digits: that run goes into a numeric segment
+(3.3 bits a digit) after the alphanumeric one (5.5 bits a character), which is what keeps
+a pass at version 7, level M. Decoders join the segments back into the one text.
+"""
 
 from __future__ import annotations
 
 import io
 import logging
+import re
 from pathlib import Path
 
 import segno
 from PIL import Image
 
+from kiosk.errors import PassError
+
 log = logging.getLogger(__name__)
 
 MAX_VERSION = 7  # beyond this, phone-screen codes get too dense to read first try
+_ALPHANUMERIC = re.compile(r"[0-9A-Z $%*+\-./:]*")
+_DIGIT_TAIL = re.compile(r"(?P<head>.*?)(?P<digits>[0-9]{24,})")  # shorter runs gain less than a segment header
 
 
-def make_qr(text: str) -> segno.QRCode:
+def segments(text: str) -> list[str]:
+    """*text* as QR segments (segno picks each one's mode): an alphanumeric text ending in a
+    long run of digits is split in two."""
+    match = _DIGIT_TAIL.fullmatch(text)
+    if match and match["head"] and _ALPHANUMERIC.fullmatch(match["head"]):
+        return [match["head"], match["digits"]]
+    return [text]
+
+
+def make_qr(text: str, warn: bool = True) -> segno.QRCode:
     """A QR code at error level M, the smallest version that fits; warns past version 7."""
-    qr = segno.make_qr(text, error="m", boost_error=False)
-    if qr.version > MAX_VERSION:
+    qr = segno.make_qr(segments(text), error="m", boost_error=False)
+    if warn and qr.version > MAX_VERSION:
         log.warning("qr.version_too_high", extra={"version": qr.version, "chars": len(text)})
     return qr
+
+
+def check_suffix(path: Path | str) -> str:
+    """The image type a pass is written as (``png`` or ``svg``, from the suffix); PassError otherwise."""
+    kind = Path(path).suffix.lower().lstrip(".")
+    if kind not in ("png", "svg"):
+        raise PassError(f"{path}: pass images are written as .png or .svg")
+    return kind
 
 
 def save(text: str, path: Path | str, scale: int = 8) -> Path:
     """Write *text* as a QR image; the format follows the suffix (.png or .svg)."""
     path = Path(path)
-    kind = path.suffix.lower().lstrip(".")
-    if kind not in ("png", "svg"):
-        raise ValueError(f"{path}: pass images are written as .png or .svg")
+    kind = check_suffix(path)
     make_qr(text).save(str(path), kind=kind, scale=scale, border=4)
     return path
 

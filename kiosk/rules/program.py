@@ -8,17 +8,51 @@ messages that name the field and the fix; the caller keeps the previous one in f
 from __future__ import annotations
 
 from datetime import date, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kiosk.protocol.ids import ID_PATTERN
 from kiosk.tomlfile import explain, read_toml
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+# Every number a merchant types is bounded, so a typo is refused here with the field and the
+# fix instead of surfacing later as an event the wire refuses (the sender stuck on it) or an
+# integer SQLite cannot store (>= 2**63, the scan crashes).
+MAX_DELTA = 1_000_000
+"""The most one ledger entry may credit or debit: the wire's bound on ``WireEvent.delta``."""
+MAX_AMOUNT = Decimal(100_000)
+"""The largest purchase amount (currency units) a kiosk accepts for one scan (see Program.max_amount)."""
+MIN_AMOUNT_ROOM = Decimal(1000)
+"""A points programme must let a purchase of at least this much earn without overflowing an entry."""
+MAX_DAYS = 3660  # ten years: any longer period is a typo
+MAX_VISITS = 100_000
+MAX_SPEND = Decimal(100_000_000)  # tier thresholds on spend: a window's purchases
+MAX_RATE = Decimal(1000)  # points per currency unit
+MAX_MULTIPLIER = Decimal(10)
+_DECIMAL = {"decimal_places": 4}  # 0.0001 is the finest step that means anything here
+
+
+def _at_most(limit: int | Decimal, why: str) -> AfterValidator:
+    """An upper bound whose message says what the limit is for, so the owner sees the typo."""
+    def check(value):
+        if value is not None and value > limit:
+            raise ValueError(f"{value} is more than {limit:,}, {why}; check the value for a typo")
+        return value
+    return AfterValidator(check)
+
+
+Points = Annotated[int, _at_most(MAX_DELTA, "the most one ledger entry may credit or debit")]
+Amount = Annotated[Decimal, _at_most(MAX_AMOUNT, "the largest purchase a kiosk accepts")]
+Rate = Annotated[Decimal, _at_most(MAX_RATE, "points per currency unit")]
+Multiplier = Annotated[Decimal, _at_most(MAX_MULTIPLIER, "the largest multiplier")]
+Days = Annotated[int, _at_most(MAX_DAYS, "ten years")]
+Visits = Annotated[int, _at_most(MAX_VISITS, "the most visits a milestone may count")]
+Threshold = Annotated[Decimal, _at_most(MAX_SPEND, "the largest tier threshold")]
 
 
 class _Doc(BaseModel):
@@ -26,7 +60,7 @@ class _Doc(BaseModel):
 
 
 def _check_id(value: str) -> str:
-    if not ID_PATTERN.match(value):
+    if not ID_PATTERN.fullmatch(value):  # not match(): '$' would let a trailing newline through
         raise ValueError(f"{value!r} is not an id: use a-z, 0-9 and '-', e.g. 'free-coffee'")
     return value
 
@@ -34,15 +68,17 @@ def _check_id(value: str) -> str:
 class Band(_Doc):
     """One band of a tiered earn rate: *rate* points per unit for the part of the amount up to *up_to*."""
 
-    up_to: Decimal | None = Field(None, gt=0, description="upper end of the band; omit for the last band")
-    rate: Decimal = Field(gt=0)
+    up_to: Amount | None = Field(None, gt=0, **_DECIMAL,
+                                  description="upper end of the band; omit for the last band")
+    rate: Rate = Field(gt=0, **_DECIMAL)
 
 
 class Earning(_Doc):
     type: Literal["stamps", "points"] = "stamps"
     per_visit: int = Field(1, ge=0, le=100, description="stamps per visit (stamp cards)")
     currency: str = Field("EUR", pattern="^[A-Z]{3}$")
-    rate: Decimal = Field(Decimal(10), gt=0, description="points per currency unit (points programmes)")
+    rate: Rate = Field(Decimal(10), gt=0, **_DECIMAL,
+                          description="points per currency unit (points programmes)")
     bands: tuple[Band, ...] = Field((), description="tiered rates, e.g. 5/unit up to 50 then 10/unit")
     rounding: Literal["whole_units", "floor", "nearest"] = "whole_units"
 
@@ -61,8 +97,9 @@ class Earning(_Doc):
 class Reward(_Doc):
     id: str
     name: str = Field(min_length=1, max_length=18, description="short: it is shown on a 128x64 display")
-    cost: int = Field(ge=1, description="stamps or points the reward costs")
-    expires_after_days: int | None = Field(None, ge=1, description="use it or lose it: days after it became affordable")
+    cost: Points = Field(ge=1, description="stamps or points the reward costs")
+    expires_after_days: Days | None = Field(None, ge=1,
+                                           description="use it or lose it: days after it became affordable")
     tiers: tuple[str, ...] | None = Field(None, description="only members of these tiers may redeem it")
 
     _id = field_validator("id")(_check_id)
@@ -70,14 +107,15 @@ class Reward(_Doc):
 
 class Tier(_Doc):
     name: str = Field(min_length=1, max_length=12)
-    threshold: Decimal = Field(ge=0, description="visits (or spend) in the window to reach this tier")
-    multiplier: Decimal = Field(Decimal(1), gt=0, le=10)
+    threshold: Threshold = Field(ge=0, **_DECIMAL,
+                               description="visits (or spend) in the window to reach this tier")
+    multiplier: Multiplier = Field(Decimal(1), gt=0, **_DECIMAL)
     perks: tuple[str, ...] = ()
 
 
 class Tiers(_Doc):
     basis: Literal["visits", "spend"] = "visits"
-    window_days: int = Field(365, ge=1, le=3660)
+    window_days: Days = Field(365, ge=1)
     levels: tuple[Tier, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -90,6 +128,9 @@ class Tiers(_Doc):
         names = [t.name.lower() for t in self.levels]
         if len(set(names)) != len(names):
             raise ValueError("levels: two tiers have the same name")
+        if self.basis == "visits" and thresholds[-1] > MAX_VISITS:
+            raise ValueError(f"levels.{len(thresholds) - 1}.threshold: {thresholds[-1]} visits is more than "
+                             f"{MAX_VISITS:,}; check the value for a typo (with basis = \"spend\" thresholds are amounts)")
         return self
 
 
@@ -98,8 +139,8 @@ class Campaign(_Doc):
 
     id: str
     name: str = Field(min_length=1, max_length=40)
-    multiplier: Decimal | None = Field(None, gt=0, le=10)
-    bonus: int | None = Field(None, ge=1)
+    multiplier: Multiplier | None = Field(None, gt=0, **_DECIMAL)
+    bonus: Points | None = Field(None, ge=1)
     weekdays: tuple[str, ...] | None = None
     start_time: time | None = None
     end_time: time | None = None
@@ -131,27 +172,27 @@ class Campaign(_Doc):
 
 
 class SpendBonus(_Doc):
-    min_amount: Decimal = Field(gt=0)
-    bonus: int = Field(ge=1)
+    min_amount: Amount = Field(gt=0, **_DECIMAL)
+    bonus: Points = Field(ge=1)
 
 
 class Birthday(_Doc):
-    amount: int = Field(ge=1)
+    amount: Points = Field(ge=1)
     window_days: int = Field(3, ge=0, le=31)
 
 
 class Referral(_Doc):
-    referrer: int = Field(ge=0)
-    referee: int = Field(ge=0)
+    referrer: Points = Field(ge=0)
+    referee: Points = Field(ge=0)
 
 
 class Milestone(_Doc):
-    visit: int = Field(ge=1)
-    bonus: int = Field(ge=1)
+    visit: Visits = Field(ge=1)
+    bonus: Points = Field(ge=1)
 
 
 class Bonuses(_Doc):
-    signup: int = Field(0, ge=0)
+    signup: Points = Field(0, ge=0)
     birthday: Birthday | None = None
     spend: tuple[SpendBonus, ...] = ()
     milestones: tuple[Milestone, ...] = ()
@@ -160,8 +201,8 @@ class Bonuses(_Doc):
 
 class Limits(_Doc):
     cooldown_minutes: int = Field(0, ge=0, le=7 * 24 * 60)
-    daily_cap: int | None = Field(None, ge=1, description="most stamps/points earned per local day")
-    max_per_scan: int | None = Field(None, ge=1, description="most stamps/points earned by one scan")
+    daily_cap: Points | None = Field(None, ge=1, description="most stamps/points earned per local day")
+    max_per_scan: Points | None = Field(None, ge=1, description="most stamps/points earned by one scan")
 
 
 class Expiry(_Doc):
@@ -211,7 +252,35 @@ class Program(_Doc):
                                  f"(tiers are: {', '.join(sorted(tier_names)) or 'none defined'})")
         if self.earning.type == "stamps" and self.earning.per_visit == 0 and not self.campaigns and not self.bonuses.signup:
             raise ValueError("earning.per_visit: 0 stamps per visit and no bonuses; no reward can be reached")
+        self._one_scan_fits()
         return self
+
+    def _one_scan_fits(self) -> None:
+        """A purchase of a sensible size must earn no more than one ledger entry can hold, or the
+        kiosk would stamp an event the hub can never take (see ``max_amount``)."""
+        if self.limits.max_per_scan is None and self.max_amount < MIN_AMOUNT_ROOM:
+            raise ValueError(
+                f"earning: {self._per_unit():,} points per {self.earning.currency} (rate × the largest tier and "
+                f"campaign multipliers) fill the {MAX_DELTA:,} one ledger entry may hold at a purchase of only "
+                f"{self.max_amount:,} {self.earning.currency}; lower the rate or the multipliers, "
+                "or set limits.max_per_scan")
+
+    def _per_unit(self) -> Decimal:
+        """The most one currency unit (points) or one visit (stamps) can earn, before caps."""
+        earning = self.earning
+        tier = max((t.multiplier for t in self.tiers.levels), default=Decimal(1)) if self.tiers else Decimal(1)
+        campaign = max((c.multiplier for c in self.campaigns if c.multiplier), default=Decimal(1))
+        base = Decimal(earning.per_visit) if earning.type == "stamps" else max([b.rate for b in earning.bands]
+                                                                               or [earning.rate])
+        return base * max(tier, Decimal(1)) * max(campaign, Decimal(1))
+
+    @property
+    def max_amount(self) -> Decimal:
+        """The largest purchase a kiosk accepts under this programme: at most MAX_AMOUNT, and with
+        no ``max_per_scan`` cap, small enough that one scan's earning fits one ledger entry."""
+        if self.earning.type == "stamps" or self.limits.max_per_scan is not None:
+            return MAX_AMOUNT
+        return min(MAX_AMOUNT, (Decimal(MAX_DELTA) / self._per_unit()).to_integral_value(ROUND_FLOOR))
 
     @property
     def zone(self) -> ZoneInfo:

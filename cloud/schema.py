@@ -1,0 +1,89 @@
+"""The hub's schema through Alembic: one place that brings any hub database to the current revision.
+
+A new, empty database gets ``create_all`` and is stamped at the head (Alembic's recipe:
+replaying every migration on each fresh test database would cost more than it proves); a
+database made by release 0.1.0 (tables, no ``alembic_version``) is stamped at the baseline
+``0001`` and upgraded; any other is upgraded from where it stands. Every process that opens
+the store runs this under the schema lock, so two workers starting together on a fresh
+database don't race.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import import_module
+
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, MetaData, inspect, text
+from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
+
+BASELINE = "0001"  # release 0.1.0, made by create_all before migrations existed
+_SCHEMA_LOCK = 0x5354_4D50  # PostgreSQL advisory lock around schema changes ("STMP")
+# Every module that defines tables: importing them fills the one metadata.
+_MODEL_MODULES = ("cloud.store", "cloud.fleet_store", "cloud.fleet_config", "cloud.keys_publish",
+                  "cloud.pass_store")
+
+
+def target_metadata() -> MetaData:
+    """The hub's full metadata, independent of which modules the caller happened to import."""
+    for name in _MODEL_MODULES:
+        try:
+            import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    from cloud.store import Base
+
+    return Base.metadata
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", "cloud:migrations")
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine) -> str:
+    """Bring the database at *engine* to the head revision; return the revision it was at
+    (``"new"`` for an empty database)."""
+    with engine.begin() as conn:
+        _lock(conn)
+        was = MigrationContext.configure(conn).get_current_revision()
+        cfg = alembic_config(conn)
+        if was is None and not _has_hub_tables(conn):
+            target_metadata().create_all(conn)
+            command.stamp(cfg, "head")
+            return "new"
+        if was is None:
+            command.stamp(cfg, BASELINE)
+            was = BASELINE
+        if was != head_revision():
+            log.info("schema.upgrade", extra={"from": was, "to": head_revision()})
+            command.upgrade(cfg, "head")
+        return was
+
+
+def _lock(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
+    elif conn.dialect.name == "sqlite" and not conn.connection.driver_connection.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # pysqlite runs DDL outside a transaction by default
+
+
+def _has_hub_tables(conn: Connection) -> bool:
+    return inspect(conn).has_table("merchants")

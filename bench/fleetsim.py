@@ -141,7 +141,7 @@ class FleetSim:
         raise_fd_limit(n + 256)
         trusted = {key_id(hub_key): hub_key}
         self.kiosks = [_Kiosk(merchant, f"kiosk-{i:04d}", ConfigApplier(
-            merchant, f"kiosk-{i:04d}", trusted, state_dir / f"kiosk-{i:04d}.json", lambda program: None))
+            merchant, f"kiosk-{i:04d}", trusted, state_dir / f"kiosk-{i:04d}.json"))
             for i in range(n)]
         self.stop = threading.Event()
         self.pool = ThreadPoolExecutor(appliers, thread_name_prefix="fleet-apply")

@@ -123,47 +123,71 @@ def export_keys(hub, merchant: str, out: str | None) -> None:
 
 @main.command("broker-config")
 @click.option("--port", default=1883, show_default=True, help="Plain MQTT listener; 0 for none (TLS only).")
-@click.option("--bind", help="Address the plain listener binds to. [every interface]")
+@click.option("--bind", help="Address the plain listener binds to. [every interface; 127.0.0.1 with TLS]")
 @click.option("--tls-port", default=8883, show_default=True, help="TLS listener, when --certfile is given.")
-@click.option("--cafile", help="CA certificate (PEM) as a path on the broker host.")
+@click.option("--cafile", help="CA certificate (PEM) as a path on the broker host (and on the hub, for its TLS).")
 @click.option("--certfile", help="Server certificate (PEM) on the broker host; enables the TLS listener.")
 @click.option("--keyfile", help="Server key (PEM) on the broker host.")
 @click.option("--require-certificate", is_flag=True, help="TLS clients must also show a certificate signed by --cafile.")
 @click.option("--install-dir", default=str(broker_conf.DEFAULT_INSTALL_DIR), show_default=True,
               help="Where the password and ACL files will live on the broker host.")
+@click.option("--acl-backstop", help="Mosquitto's dynamic-security plugin on the broker host, loaded with no "
+              "accounts so that a broken ACL file denies everything; 'none' to leave it out. [found on this machine]")
 @click.option("--hub-workers", default=1, show_default=True, help="Hub accounts stempel-hub-1..N, one per ingest worker.")
 @click.option("--hub-host", default="127.0.0.1", show_default=True, help="The broker's address as the hub reaches it.")
 @click.pass_obj
 def broker_config(hub, port: int, bind: str | None, tls_port: int, cafile: str | None, certfile: str | None,
-                  keyfile: str | None, require_certificate: bool, install_dir: str, hub_workers: int,
-                  hub_host: str) -> None:
+                  keyfile: str | None, require_certificate: bool, install_dir: str, acl_backstop: str | None,
+                  hub_workers: int, hub_host: str) -> None:
     """Write the Mosquitto files for the fleet and the hub's own credentials (idempotent).
 
     \b
     Writes <data-dir>/broker/: mosquitto-stempel.conf, stempel.passwd, stempel.acl,
-    hub-mqtt.toml (how the hub connects; its ingest_group is secret) and hub/*.password.
-    Then, on the broker host:
+    stempel-dynsec.json, hub-mqtt.toml (how the hub connects; its ingest_group is secret)
+    and hub/*.password. Then, on the broker host:
       sudo install -d -m 0750 -g mosquitto INSTALL_DIR
-      sudo install -m 0640 -g mosquitto stempel.passwd stempel.acl INSTALL_DIR/
+      sudo install -m 0640 -g mosquitto stempel.passwd stempel.acl stempel-dynsec.json INSTALL_DIR/
       sudo install -m 0644 mosquitto-stempel.conf /etc/mosquitto/conf.d/
       sudo systemctl restart mosquitto
     and start worker N with systemd/stempel-hub-ingest@.service: `systemctl enable --now stempel-hub-ingest@N`.
+    With TLS (--certfile), the plain listener is bound to 127.0.0.1: it serves only a hub on
+    the broker host; a hub elsewhere (--hub-host) connects over TLS and needs --cafile.
     """
     hub = _open(hub)
+    listeners, endpoint = _broker_listeners(port, bind, tls_port, cafile, certfile, keyfile, require_certificate,
+                                            hub_host)
+    backstop = provision.FIND if acl_backstop is None else None if acl_backstop == "none" else Path(acl_backstop)
+    setup = _run(lambda: provision.broker_config(hub.engine, hub.data_dir, listeners, endpoint, hub_workers,
+                                                 Path(install_dir), backstop))
+    for name in setup.new_accounts:
+        click.echo(f"hub account {name}: password in {setup.files.hub_password(name)}")
+    click.echo(f"broker files written to {setup.files.root}; install them as `stempel-hub broker-config --help` shows")
+    if backstop is None:
+        click.echo("warning: no --acl-backstop: if the ACL file is ever broken, a reload lets every client "
+                   "read and write every topic", err=True)
+
+
+def _broker_listeners(port: int, bind: str | None, tls_port: int, cafile: str | None, certfile: str | None,
+                      keyfile: str | None, require_certificate: bool, hub_host: str):
+    """The listeners and how the hub reaches them: plaintext leaves the broker host only without TLS."""
     if (certfile is None) != (keyfile is None) or (require_certificate and not cafile):
         raise click.UsageError("TLS needs --certfile and --keyfile (and --cafile for --require-certificate)")
     if port == 0 and certfile is None:
         raise click.UsageError("--port 0 leaves no listener: give --certfile/--keyfile for TLS")
-    listeners = [broker_conf.Listener(port, bind)] if port else []
-    if certfile:
-        tls = broker_conf.TlsFiles(Path(cafile) if cafile else None, Path(certfile), Path(keyfile), require_certificate)
-        listeners.append(broker_conf.Listener(tls_port, None, tls))
-    endpoint = provision.Endpoint(hub_host, port or tls_port, None if port else (Path(cafile) if cafile else None))
-    setup = _run(lambda: provision.broker_config(hub.engine, hub.data_dir, listeners, endpoint, hub_workers,
-                                                 Path(install_dir)))
-    for name in setup.new_accounts:
-        click.echo(f"hub account {name}: password in {setup.files.hub_password(name)}")
-    click.echo(f"broker files written to {setup.files.root}; install them as `stempel-hub broker-config --help` shows")
+    if certfile is None:
+        return [broker_conf.Listener(port, bind)], provision.Endpoint(hub_host, port)
+    bind = bind or "127.0.0.1"
+    if port and not broker_conf.is_loopback(bind):
+        raise click.UsageError(f"with TLS the plain listener is for the broker's own host: --bind {bind} is not a "
+                               "loopback address (use 127.0.0.1 or ::1, or --port 0 for no plain listener)")
+    tls = broker_conf.TlsFiles(Path(cafile) if cafile else None, Path(certfile), Path(keyfile), require_certificate)
+    listeners = ([broker_conf.Listener(port, bind)] if port else []) + [broker_conf.Listener(tls_port, None, tls)]
+    if port and broker_conf.is_loopback(hub_host):
+        return listeners, provision.Endpoint(hub_host, port)
+    if not cafile:
+        raise click.UsageError(f"the hub reaches the broker at {hub_host} over TLS: give --cafile (the CA that "
+                               "signed the broker's certificate; the hub reads it at the same path)")
+    return listeners, provision.Endpoint(hub_host, tls_port, Path(cafile))
 
 
 @main.command("add-kiosk")
@@ -376,6 +400,36 @@ def fleet_status(hub, merchant, as_json, mqtt_config, host, port, username, pass
             indent=2))
     else:
         click.echo("\n".join(render(rows, latest)))
+
+
+@main.group()
+def db() -> None:
+    """The hub database's schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Bring the database to the current schema (every hub command also does this at start)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+
+    from cloud import schema
+
+    params = ctx.find_root().params
+    data_dir = _data_dir(params.get("data_dir"))
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = create_engine(params.get("db_url") or default_url(data_dir))
+    try:
+        was = _run(lambda: schema.upgrade(engine))
+        head = schema.head_revision()
+    except OperationalError as exc:
+        click.echo(f"error: cannot reach the hub database: {exc.orig}", err=True)
+        sys.exit(2)
+    else:
+        click.echo(f"database was at {was}, now at {head}" if was != head else f"database already at {head}")
+    finally:
+        engine.dispose()
 
 
 def _has_table(engine, name: str) -> bool:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,11 +47,12 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from cloud.conflicts import record_conflicts
-from cloud.store import (Conflict, DeadLetter, HubEvent, KioskProgress, LedgerOutbox, LedgerStream, create_tables,
-                         utcnow)
+from cloud.store import (Conflict, DeadLetter, HubEvent, KioskProgress, LedgerOutbox, LedgerStream, RefusedEvent,
+                         create_tables, utcnow)
 from kiosk.errors import MessageError
-from kiosk.protocol.event_schema import ClockWindow, check_time, printable
-from kiosk.protocol.messages import EventBatch, LedgerBatch, LedgerEntry, WireEvent, decode_items
+from kiosk.protocol.event_schema import INT64_MAX, ClockWindow, check_time, printable
+from kiosk.protocol.messages import (LEDGER_ID_PATTERN, MAX_PAYLOAD_BYTES, EventBatch, ItemsRefused, LedgerBatch,
+                                     LedgerEntry, WireEvent, decode_items)
 from kiosk.protocol.topics import parse_kiosk_topic
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ class Stored:
     dead_letter: str | None = None  # why the whole message was refused
     conflicts: int = 0  # members whose balance this message took below zero
     ledger: OutboxBatch | None = field(default=None, repr=False)
+    ledger_id: str = ""  # the kiosk ledger the ack is for
 
 
 def make_engine(url: str) -> Engine:
@@ -163,8 +166,14 @@ class EventStore:
         merchant, kiosk = where.merchant, where.kiosk
         try:
             batch, invalid = decode_items(EventBatch, payload, "events")
+        except ItemsRefused as exc:  # every event refused: settle them all, so the kiosk moves on
+            ledger_id = _ledger_id_of(exc.envelope)
+            if ledger_id is None:
+                return self._dead(topic, payload, str(exc), merchant, kiosk, published)
+            batch, invalid = EventBatch.model_construct(ledger_id=ledger_id, events=[]), exc.refused
         except MessageError as exc:
             return self._dead(topic, payload, str(exc), merchant, kiosk, published)
+        ledger_id = batch.ledger_id
         now = self.clock()
         events, untimely = self._in_window(batch.events, now)
         events = _distinct(events)
@@ -172,15 +181,16 @@ class EventStore:
         if clash is not None:  # a kiosk never numbers two events alike: a broken or hostile sender
             return self._dead(topic, payload, f"two different events share kiosk_seq {clash}", merchant, kiosk,
                               published)
-        refused_items = [(_item_json(r.item), r.reason) for r in invalid] + untimely
+        refused_items = [(_item_json(r.item), r.reason) for r in invalid] + [(j, reason) for _, j, reason in untimely]
+        settled = [(_seq_of(r.item), r.reason) for r in invalid] + [(seq, reason) for seq, _, reason in untimely]
         for item, reason in refused_items:
             log.warning("ingest.event_refused", extra={"merchant": merchant, "kiosk": kiosk, "reason": reason[:300]})
         with self.engine.begin() as conn:
             if published:
                 self._mark(conn, published, now)
             last = self._lock_stream(conn, merchant)
-            fresh, duplicates, refused = self._classify(conn, merchant, kiosk, events)
-            rows = [_row(e, merchant, kiosk, last + i, now) for i, e in enumerate(fresh, 1)]
+            fresh, duplicates, refused = self._classify(conn, merchant, kiosk, ledger_id, events)
+            rows = [_row(e, merchant, kiosk, ledger_id, last + i, now) for i, e in enumerate(fresh, 1)]
             ids: list[int] = []
             if rows:
                 conn.execute(insert(_EVENTS), rows)
@@ -193,23 +203,37 @@ class EventStore:
             if letters:
                 conn.execute(insert(DeadLetter), list(letters.values()))
             conflicts = record_conflicts(conn, merchant, rows)
-            acked = _advance_ack(conn, merchant, kiosk, [e.kiosk_seq for e in fresh], now)
+            settled += [(e.kiosk_seq, reason) for e, reason in refused]
+            self._settle_refused(conn, merchant, kiosk, ledger_id, settled, now)
+            acked = _advance_ack(conn, merchant, kiosk, ledger_id,
+                                 [e.kiosk_seq for e in fresh] + [seq for seq, _ in settled if seq], now)
         self._written(letters)
         ledger = None
         if lease_to is not None and rows:
             ledger = OutboxBatch(merchant, ids, LedgerBatch(entries=[_entry(e, kiosk, row["hub_seq"])
                                                                      for e, row in zip(fresh, rows)]))
         return Stored(merchant, kiosk, len(rows), duplicates, len(refused) + len(refused_items), acked,
-                      conflicts=conflicts, ledger=ledger)
+                      conflicts=conflicts, ledger=ledger, ledger_id=ledger_id)
 
-    def _in_window(self, events: list[WireEvent], now: datetime) -> tuple[list[WireEvent], list[tuple[bytes, str]]]:
-        """Events dated within the clock window, and the others (as JSON) with why."""
+    def _settle_refused(self, conn: Connection, merchant: str, kiosk: str, ledger_id: str,
+                        settled: list[tuple[int | None, str]], now: datetime) -> None:
+        """Record the kiosk_seqs refused for good (their dead letters hold the events), so the
+        kiosk's ack moves past them instead of stalling its outbox on one bad row."""
+        rows = {seq: {"merchant_id": merchant, "kiosk_id": kiosk, "ledger_id": ledger_id, "kiosk_seq": seq,
+                      "reason": printable(reason)[:500], "refused_at": now} for seq, reason in settled if seq}
+        if rows:
+            upsert = pg_insert if self._pg else sqlite_insert
+            conn.execute(upsert(RefusedEvent).on_conflict_do_nothing(), list(rows.values()))
+
+    def _in_window(self, events: list[WireEvent], now: datetime
+                   ) -> tuple[list[WireEvent], list[tuple[int, bytes, str]]]:
+        """Events dated within the clock window, and the others (kiosk_seq, JSON) with why."""
         inside, outside = [], []
         for e in events:
             try:
                 check_time(e.occurred_at, now, self.window)
             except ValueError as exc:
-                outside.append((e.model_dump_json().encode(), f"[kiosk_seq {e.kiosk_seq}] {exc}"))
+                outside.append((e.kiosk_seq, e.model_dump_json().encode(), f"[kiosk_seq {e.kiosk_seq}] {exc}"))
             else:
                 inside.append(e)
         return inside, outside
@@ -224,20 +248,21 @@ class EventStore:
             last = conn.scalar(locked)
         return last
 
-    def _classify(self, conn: Connection, merchant: str, kiosk: str, events: list[WireEvent]
+    def _classify(self, conn: Connection, merchant: str, kiosk: str, ledger_id: str, events: list[WireEvent]
                   ) -> tuple[list[WireEvent], int, list[tuple[WireEvent, str]]]:
         """Split *events* into new ones, the number already stored, and refused ones with why."""
         known = {row.event_id: row for row in conn.execute(
-            select(HubEvent.event_id, HubEvent.merchant_id, HubEvent.kiosk_id, HubEvent.kiosk_seq)
+            select(HubEvent.event_id, HubEvent.merchant_id, HubEvent.kiosk_id, HubEvent.ledger_id, HubEvent.kiosk_seq)
             .where(self._among(HubEvent.event_id, [e.event_id for e in events])))}
         taken = dict(conn.execute(
             select(HubEvent.kiosk_seq, HubEvent.event_id).where(
-                HubEvent.merchant_id == merchant, HubEvent.kiosk_id == kiosk,
+                HubEvent.merchant_id == merchant, HubEvent.kiosk_id == kiosk, HubEvent.ledger_id == ledger_id,
                 self._among(HubEvent.kiosk_seq, [e.kiosk_seq for e in events]))).all())
         fresh, duplicates, refused = [], 0, []
         for e in events:
             old = known.get(e.event_id)
-            if old is not None and (old.merchant_id, old.kiosk_id, old.kiosk_seq) == (merchant, kiosk, e.kiosk_seq):
+            if old is not None and ((old.merchant_id, old.kiosk_id, old.ledger_id, old.kiosk_seq)
+                                    == (merchant, kiosk, ledger_id, e.kiosk_seq)):
                 duplicates += 1
                 continue
             if old is not None:
@@ -274,14 +299,15 @@ class EventStore:
             letter = self._letter(topic, payload, reason, self.clock())
             if letter is not None:
                 conn.execute(insert(DeadLetter).values(**letter[1]))
-            acked = 0
+            acked, ledger_id = 0, _ledger_id_of(_envelope(payload)) or ""
             if merchant and kiosk:
                 acked = conn.scalar(select(KioskProgress.acked_through_seq).where(
-                    KioskProgress.merchant_id == merchant, KioskProgress.kiosk_id == kiosk)) or 0
+                    KioskProgress.merchant_id == merchant, KioskProgress.kiosk_id == kiosk,
+                    KioskProgress.ledger_id == ledger_id)) or 0
         self._written(dict([letter] if letter else []))
         log.warning("ingest.dead_letter", extra={"topic": printable(topic)[:300], "reason": reason[:300],
                                                  "bytes": len(payload), "repeat": letter is None})
-        return Stored(merchant, kiosk, acked_through_seq=acked, dead_letter=reason)
+        return Stored(merchant, kiosk, acked_through_seq=acked, dead_letter=reason, ledger_id=ledger_id)
 
     def dead_letter(self, topic: str, payload: bytes, reason: str, published: Sequence[int] = ()) -> Stored:
         """Dead-letter a message the store failed on (call after the failed transaction rolled back)."""
@@ -364,10 +390,16 @@ class EventStore:
         return cast(param, type_) if self._pg else param
 
     # -- reading ---------------------------------------------------------------------------
-    def acked_through(self, merchant: str, kiosk: str) -> int:
-        with Session(self.engine) as session:
-            progress = session.get(KioskProgress, (merchant, kiosk))
-            return progress.acked_through_seq if progress else 0
+    def acked_through(self, merchant: str, kiosk: str, ledger_id: str | None = None) -> int:
+        """How far the kiosk's ledger *ledger_id* (default: its newest) is settled."""
+        query = select(KioskProgress.acked_through_seq).where(KioskProgress.merchant_id == merchant,
+                                                               KioskProgress.kiosk_id == kiosk)
+        if ledger_id is None:
+            query = query.order_by(KioskProgress.first_seen.desc()).limit(1)
+        else:
+            query = query.where(KioskProgress.ledger_id == ledger_id)
+        with self.engine.connect() as conn:
+            return conn.scalar(query) or 0
 
     def events(self, merchant: str, kiosk: str | None = None) -> list[HubEvent]:
         """The merchant's (or one kiosk's) stored events in ``hub_seq`` order."""
@@ -524,6 +556,27 @@ def _relayable(ev: HubEvent | Row) -> LedgerEntry | None:
         return None
 
 
+def _seq_of(item: Any) -> int | None:
+    """The ``kiosk_seq`` of a refused raw item, if it names a usable one."""
+    seq = item.get("kiosk_seq") if isinstance(item, dict) else None
+    return seq if type(seq) is int and 0 < seq <= INT64_MAX else None
+
+
+def _envelope(payload: bytes) -> dict:
+    """A message's top-level fields, for a dead letter's ack (best effort: {} if unreadable)."""
+    try:
+        doc = json.loads(payload) if len(payload) <= MAX_PAYLOAD_BYTES else None
+    except (ValueError, RecursionError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _ledger_id_of(envelope: dict) -> str | None:
+    """The batch's ``ledger_id`` ("" when absent, from a kiosk before incarnations), or None if invalid."""
+    value = envelope.get("ledger_id", "")
+    return value if isinstance(value, str) and re.fullmatch(LEDGER_ID_PATTERN, value) else None
+
+
 def _distinct(events: list[WireEvent]) -> list[WireEvent]:
     """One copy per event_id (a batch may repeat one), oldest ``kiosk_seq`` first."""
     unique = {e.event_id: e for e in events}
@@ -536,43 +589,63 @@ def _seq_clash(events: list[WireEvent]) -> int | None:
     return next((a for a, b in zip(seqs, seqs[1:]) if a == b), None)
 
 
-def _advance_ack(conn: Connection, merchant: str, kiosk: str, new_seqs: list[int], now: datetime) -> int:
-    """Move the kiosk's contiguous ack over what this message added; the new ack.
+def _advance_ack(conn: Connection, merchant: str, kiosk: str, ledger_id: str, new_seqs: list[int],
+                 now: datetime) -> int:
+    """Move the kiosk ledger's contiguous ack over what this message settled; the new ack.
 
     Usually the new events continue the run, so they are walked in memory and the database is
     asked only for rows stored earlier beyond them (out-of-order batches): an empty answer."""
-    where = (KioskProgress.merchant_id == merchant, KioskProgress.kiosk_id == kiosk)
+    where = (KioskProgress.merchant_id == merchant, KioskProgress.kiosk_id == kiosk,
+             KioskProgress.ledger_id == ledger_id)
     old = conn.scalar(select(KioskProgress.acked_through_seq).where(*where))
     acked, added = old or 0, set(new_seqs)
     while acked + 1 in added:
         acked += 1
-    acked = _contiguous(conn, merchant, kiosk, acked)
+    acked = _contiguous(conn, merchant, kiosk, ledger_id, acked)
     if old is None:
-        conn.execute(insert(KioskProgress).values(merchant_id=merchant, kiosk_id=kiosk, acked_through_seq=acked,
-                                                  updated_at=now))
+        _note_new_ledger(conn, merchant, kiosk, ledger_id)
+        conn.execute(insert(KioskProgress).values(merchant_id=merchant, kiosk_id=kiosk, ledger_id=ledger_id,
+                                                  acked_through_seq=acked, first_seen=utcnow(), updated_at=now))
     elif acked != old:
         conn.execute(update(KioskProgress).where(*where).values(acked_through_seq=acked, updated_at=now))
     return acked
 
 
-def _contiguous(conn: Connection, merchant: str, kiosk: str, acked: int) -> int:
-    """The highest N with every ``kiosk_seq`` 1..N stored, walking up from the last known N."""
+def _note_new_ledger(conn: Connection, merchant: str, kiosk: str, ledger_id: str) -> None:
+    """Log a kiosk that starts a new ledger after an earlier one (reinstalled, or restored from an
+    older backup): its numbers start again at 1 and are acked apart from the old ledger's."""
+    earlier = conn.scalar(select(func.count()).select_from(KioskProgress).where(
+        KioskProgress.merchant_id == merchant, KioskProgress.kiosk_id == kiosk))
+    if earlier:
+        log.warning("ingest.new_ledger", extra={"merchant": merchant, "kiosk": kiosk, "ledger_id": ledger_id,
+                                                "earlier_ledgers": earlier})
+
+
+def _contiguous(conn: Connection, merchant: str, kiosk: str, ledger_id: str, acked: int) -> int:
+    """The highest N with every ``kiosk_seq`` 1..N settled (stored or refused for good), walking
+    up from the last known N."""
+    sources = ((HubEvent.kiosk_seq, HubEvent.merchant_id, HubEvent.kiosk_id, HubEvent.ledger_id),
+               (RefusedEvent.kiosk_seq, RefusedEvent.merchant_id, RefusedEvent.kiosk_id, RefusedEvent.ledger_id))
     while True:
-        seqs = list(conn.scalars(
-            select(HubEvent.kiosk_seq).where(HubEvent.merchant_id == merchant, HubEvent.kiosk_id == kiosk,
-                                             HubEvent.kiosk_seq > acked)
-            .order_by(HubEvent.kiosk_seq).limit(1000)))
-        for seq in seqs:
-            if seq != acked + 1:
-                return acked
-            acked = seq
-        if len(seqs) < 1000:
+        seqs: set[int] = set()
+        full = False
+        for seq_col, merchant_col, kiosk_col, ledger_col in sources:
+            page = list(conn.scalars(select(seq_col).where(merchant_col == merchant, kiosk_col == kiosk,
+                                                           ledger_col == ledger_id, seq_col > acked)
+                                     .order_by(seq_col).limit(1000)))
+            seqs.update(page)
+            full = full or len(page) == 1000
+        start = acked
+        while acked + 1 in seqs:
+            acked += 1
+        if acked == start or not full:
             return acked
 
 
-def _row(e: WireEvent, merchant: str, kiosk: str, hub_seq: int, now: datetime) -> dict[str, Any]:
+def _row(e: WireEvent, merchant: str, kiosk: str, ledger_id: str, hub_seq: int, now: datetime) -> dict[str, Any]:
     """The ``hub_events`` values of one accepted event (merchant and kiosk from the topic)."""
-    return {"event_id": e.event_id, "merchant_id": merchant, "kiosk_id": kiosk, "kiosk_seq": e.kiosk_seq,
+    return {"event_id": e.event_id, "merchant_id": merchant, "kiosk_id": kiosk, "ledger_id": ledger_id,
+            "kiosk_seq": e.kiosk_seq,
             "hub_seq": hub_seq, "kind": e.kind, "member_id": e.member, "delta": e.delta, "rule": e.rule,
             "reward": e.reward, "reason": e.reason, "detail": e.detail,
             "occurred_at": e.occurred_at.astimezone(timezone.utc), "mono_ns": e.mono_ns, "boot_id": e.boot_id,

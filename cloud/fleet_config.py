@@ -49,7 +49,7 @@ def latest_version(engine: Engine, merchant: str, kiosk: str | None = None) -> i
 
 def prepare(engine: Engine, data_dir: Path, merchant: str, program: Program, kiosk: str | None = None) -> dict:
     """Record and sign the next version of *merchant*'s (or *kiosk*'s) programme."""
-    create_tables(engine, [ConfigRevision.__table__])
+    create_tables(engine)
     if kiosk is not None:
         check_id(kiosk, "kiosk")
     key = hub_signing_key(data_dir)

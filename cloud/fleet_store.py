@@ -34,7 +34,7 @@ class BrokerAccount(Base):
 
 def ensure_tables(engine: Engine) -> None:
     """Create the fleet table if this database predates it (open_store ran before our import)."""
-    create_tables(engine, [BrokerAccount.__table__])
+    create_tables(engine)
 
 
 def all_accounts(session: Session) -> list[BrokerAccount]:

@@ -149,7 +149,7 @@ class IngestWorker:
         (a broker restart without persistence forgets retained messages)."""
         if stored.merchant is None or stored.kiosk is None:
             return
-        ack = EventsAck(acked_through_seq=stored.acked_through_seq)
+        ack = EventsAck(ledger_id=stored.ledger_id, acked_through_seq=stored.acked_through_seq)
         try:
             self.bus.publish(topics.events_ack(stored.merchant, stored.kiosk), encode(ack), qos=1, retain=True)
         except BusError as exc:  # the kiosk re-sends and we answer then

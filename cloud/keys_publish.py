@@ -41,7 +41,7 @@ class KeysRevision(Base):
 
 def build_keys_document(engine: Engine, data_dir: Path, merchant: str) -> dict:
     """Record and sign the next keys document of *merchant*; raises ConfigError for an unknown merchant."""
-    create_tables(engine, [KeysRevision.__table__])
+    create_tables(engine)
     keys = export_keys(engine, merchant)
     key = hub_signing_key(data_dir)
     with Session(engine) as session, session.begin():

@@ -40,7 +40,7 @@ class PassRecord(Base):
 
 def ensure_tables(engine: Engine) -> None:
     """Create the passes table if this database predates it (as the other hub modules do)."""
-    create_tables(engine, [PassRecord.__table__])
+    create_tables(engine)
 
 
 def new_pass(session: Session, member: Member, enrolled: bool) -> PassRecord:

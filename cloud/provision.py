@@ -4,6 +4,10 @@
 password, keys.json, the CA) and regenerates the broker's password and ACL files.
 ``broker_config`` makes the hub's own accounts, the secret ingest group and the Mosquitto
 snippet. Both are idempotent: run again, they rewrite the same derived files.
+
+An account is committed only after the broker files that include it were checked and
+written (cloud/broker/files.py): a refused file leaves the database and the old files as
+they were, so one bad name can never block the next ``add-kiosk``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from cloud.broker.accounts import hub_username, kiosk_account
-from cloud.broker.conf import DEFAULT_INSTALL_DIR, Listener, render_conf
+from cloud.broker.conf import (
+    DEFAULT_INSTALL_DIR,
+    EMPTY_DYNSEC,
+    Listener,
+    find_dynsec_plugin,
+    is_loopback,
+    plain_listeners,
+    render_conf,
+)
 from cloud.broker.files import BrokerFiles, write_private
 from cloud.broker.passwd import hash_password, new_password
 from cloud.fleet_store import BrokerAccount, ensure_tables, find_kiosk
@@ -57,6 +69,7 @@ def add_kiosk(engine: Engine, data_dir: Path, merchant: str, kiosk: str, endpoin
     account = kiosk_account(merchant, kiosk)
     keys_json = export_keys(engine, merchant).to_json()  # fails early for an unknown merchant
     _check_files(endpoint)
+    _check_reachable(BrokerFiles(data_dir), endpoint)
     password = new_password()
     bundle = out or Path(data_dir) / "bundles" / account.username
     with Session(engine) as session, session.begin():
@@ -74,9 +87,9 @@ def add_kiosk(engine: Engine, data_dir: Path, merchant: str, kiosk: str, endpoin
             row = BrokerAccount(username=account.username, role="kiosk", merchant_id=merchant, kiosk_id=kiosk)
             session.add(row)
         row.password_hash, row.rotated_at = hash_password(password), utcnow()
+        BrokerFiles(data_dir).write_accounts(session)
         write_bundle(bundle, merchant, kiosk, account.username, password, endpoint, keys_json,
                      hub_keys_json(data_dir))
-    BrokerFiles(data_dir).regenerate(engine)
     return Provisioned(account.username, bundle, rotated=existed)
 
 
@@ -113,20 +126,45 @@ class HubSetup:
     ingest_group: str
 
 
+FIND = Path("<find>")  # broker_config's acl_backstop: the plugin where this machine has it
+
+
 def broker_config(engine: Engine, data_dir: Path, listeners: list[Listener], hub: Endpoint,
-                  hub_workers: int = 1, install_dir: Path = DEFAULT_INSTALL_DIR) -> HubSetup:
-    """Ensure hub accounts ``stempel-hub-1..N`` (+ ``stempel-hub-admin``) and write every broker file."""
+                  hub_workers: int = 1, install_dir: Path = DEFAULT_INSTALL_DIR,
+                  acl_backstop: Path | None = FIND) -> HubSetup:
+    """Ensure hub accounts ``stempel-hub-1..N`` (+ ``stempel-hub-admin``) and write every broker file.
+
+    *acl_backstop* is Mosquitto's dynamic-security plugin as a path on the broker host (see
+    cloud/broker/conf.py); by default where this machine has it; None leaves it out.
+    """
     if hub_workers < 1:
         raise ProvisioningError("--hub-workers must be at least 1 (one account per hub process)")
+    if acl_backstop == FIND:
+        acl_backstop = _local_backstop()
+    conf = render_conf(listeners, install_dir, backstop=acl_backstop)  # refuses bad paths before any write
     ensure_tables(engine)
     files = BrokerFiles(data_dir)
     files.root.mkdir(parents=True, exist_ok=True, mode=0o700)
     new = [hub_username(n) for n in range(0, hub_workers + 1) if _ensure_hub_account(engine, files, n)]
     group = _existing_ingest_group(files) or f"{topics.INGEST_GROUP}-{secrets.token_hex(8)}"
     write_private(files.hub_settings, _hub_settings(files, hub, group, hub_workers))
-    write_private(files.conf, render_conf(listeners, install_dir), mode=0o644)
+    if acl_backstop is not None:
+        write_private(files.dynsec, EMPTY_DYNSEC, mode=0o644)
+    else:
+        files.dynsec.unlink(missing_ok=True)
+    write_private(files.conf, conf, mode=0o644)
     files.regenerate(engine)
     return HubSetup(files, new, group)
+
+
+def _local_backstop() -> Path:
+    found = find_dynsec_plugin()
+    if found is None:
+        raise ProvisioningError("Mosquitto's dynamic-security plugin (mosquitto_dynamic_security.so) is not on this "
+                                "machine: give its path on the broker host with --acl-backstop (without it a "
+                                "broken ACL file lets every client read everything after a reload), or "
+                                "--acl-backstop none to go without")
+    return found
 
 
 def _ensure_hub_account(engine: Engine, files: BrokerFiles, number: int) -> bool:
@@ -167,6 +205,17 @@ def _hub_settings(files: BrokerFiles, hub: Endpoint, group: str, workers: int) -
     for n in range(0, workers + 1):
         lines.append(f"{json.dumps(hub_username(n))} = {json.dumps(str(files.hub_password(hub_username(n))))}")
     return "\n".join(lines) + "\n"
+
+
+def _check_reachable(files: BrokerFiles, endpoint: Endpoint) -> None:
+    """Refuse a plaintext bundle for a broker whose plain listener serves its own host only."""
+    if endpoint.ca_file is not None or is_loopback(endpoint.host) or not files.conf.exists():
+        return
+    plain = plain_listeners(files.conf.read_text())
+    if not any(port == endpoint.port and (bind is None or not is_loopback(bind)) for port, bind in plain):
+        raise ProvisioningError(f"the broker has no plain listener on port {endpoint.port} for {endpoint.host} "
+                                "(with TLS configured, plain MQTT serves the broker's own host only): "
+                                "give --ca-file (and the TLS port) for this kiosk")
 
 
 def _check_files(endpoint: Endpoint) -> None:

@@ -2,8 +2,9 @@
 
 A new, empty database gets ``create_all`` and is stamped at the head (Alembic's recipe:
 replaying every migration on each fresh test database would cost more than it proves); a
-database made by release 0.1.0 (tables, no ``alembic_version``) is stamped at the baseline
-``0001`` and upgraded; any other is upgraded from where it stands. Every process that opens
+database made by release 0.1.0 (tables, no ``alembic_version``) runs every migration from the
+baseline ``0001``, which creates only the tables that release had not made yet (it made some
+on first use); any other is upgraded from where it stands. Every process that opens
 the store runs this under the schema lock, so two workers starting together on a fresh
 database don't race.
 """
@@ -23,6 +24,7 @@ from sqlalchemy.engine import Engine
 log = logging.getLogger(__name__)
 
 BASELINE = "0001"  # release 0.1.0, made by create_all before migrations existed
+RELEASE_0_1_0 = "0.1.0 (before 0001)"  # what ``upgrade`` reports for such a database
 _SCHEMA_LOCK = 0x5354_4D50  # PostgreSQL advisory lock around schema changes ("STMP")
 # Every module that defines tables: importing them fills the one metadata.
 _MODEL_MODULES = ("cloud.store", "cloud.fleet_store", "cloud.fleet_config", "cloud.keys_publish",
@@ -69,13 +71,10 @@ def upgrade(engine: Engine) -> str:
             target_metadata().create_all(conn)
             command.stamp(cfg, "head")
             return "new"
-        if was is None:
-            command.stamp(cfg, BASELINE)
-            was = BASELINE
-        if was != head_revision():
-            log.info("schema.upgrade", extra={"from": was, "to": head_revision()})
+        if was != head_revision():  # from None (release 0.1.0) Alembic starts at the baseline
+            log.info("schema.upgrade", extra={"from": was or "0.1.0", "to": head_revision()})
             command.upgrade(cfg, "head")
-        return was
+        return was or RELEASE_0_1_0
 
 
 def _lock(conn: Connection) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 
-from collections.abc import Sequence
-
-from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Table,
-                        UniqueConstraint, create_engine, select, text)
+from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String,
+                        UniqueConstraint, create_engine, select)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -53,31 +52,25 @@ def default_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'hub.sqlite3'}"
 
 
-_SCHEMA_LOCK = 0x5354_4D50  # PostgreSQL advisory lock around CREATE TABLE ("STMP")
+_UPGRADED: "weakref.WeakSet[Engine]" = weakref.WeakSet()
 
 
 def open_store(url: str) -> Engine:
-    """Create the engine and the tables (Alembic takes over once the schema is in use)."""
+    """Create the engine and bring its database to the current schema revision."""
     engine = create_engine(url)
     create_tables(engine)
     return engine
 
 
-def create_tables(engine: Engine, tables: Sequence[Table] | None = None) -> None:
-    """Create the missing tables (all, or *tables*) in one transaction that holds the schema lock.
+def create_tables(engine: Engine) -> None:
+    """Bring *engine*'s database to the current schema through Alembic (cloud/schema.py), once
+    per engine: a new database gets every table, an older one its migrations."""
+    if engine in _UPGRADED:
+        return
+    from cloud.schema import upgrade  # the migrations import these models
 
-    Several processes may start on a fresh database at once (``systemctl start
-    stempel-hub-ingest@1 stempel-hub-ingest@2``); ``create_all`` checks, then creates, so
-    without a lock the slower one dies with "table ... already exists". On PostgreSQL an
-    advisory lock serialises the creators (DDL is transactional there: the second one then
-    sees the tables); on SQLite ``BEGIN IMMEDIATE`` takes the database's write lock first.
-    """
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
-        elif engine.dialect.name == "sqlite" and not conn.connection.driver_connection.in_transaction:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")  # pysqlite runs DDL outside a transaction by default
-        Base.metadata.create_all(conn, tables=tables)
+    upgrade(engine)
+    _UPGRADED.add(engine)
 
 
 def get_merchant(session: Session, merchant_id: str) -> Merchant | None:
@@ -103,13 +96,14 @@ class HubEvent(Base):
     """
 
     __tablename__ = "hub_events"
-    __table_args__ = (UniqueConstraint("merchant_id", "kiosk_id", "kiosk_seq"),
+    __table_args__ = (UniqueConstraint("merchant_id", "kiosk_id", "ledger_id", "kiosk_seq", name="uq_hub_events_kiosk_seq"),
                       UniqueConstraint("merchant_id", "hub_seq"),
                       Index("hub_events_member", "merchant_id", "member_id"))
     id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
     merchant_id: Mapped[str] = mapped_column(String(32))
     kiosk_id: Mapped[str] = mapped_column(String(32))
+    ledger_id: Mapped[str] = mapped_column(String(32), default="", server_default="")  # the kiosk ledger's incarnation
     kiosk_seq: Mapped[int] = mapped_column(BigInteger)
     hub_seq: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(40))
@@ -126,13 +120,32 @@ class HubEvent(Base):
 
 
 class KioskProgress(Base):
-    """Per kiosk: every ``kiosk_seq`` 1..acked_through_seq is stored (what ``events/ack`` says)."""
+    """Per kiosk ledger (a kiosk and the incarnation ``ledger_id`` of its ledger file): every
+    ``kiosk_seq`` 1..acked_through_seq is settled, stored or refused for good (what ``events/ack``
+    says). A reinstalled kiosk numbers from 1 again under a new ``ledger_id``; the newest
+    ``first_seen`` is the kiosk's current ledger."""
 
     __tablename__ = "kiosk_progress"
     merchant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     kiosk_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    ledger_id: Mapped[str] = mapped_column(String(32), primary_key=True, default="", server_default="")
     acked_through_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class RefusedEvent(Base):
+    """A kiosk event the hub refused for good (schema, clock window, a clashing id): its dead
+    letter holds the payload; this row lets the kiosk's ack move past it, so one bad row never
+    stalls that kiosk's outbox. The kiosk keeps the event in its own ledger."""
+
+    __tablename__ = "refused_events"
+    merchant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kiosk_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    ledger_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kiosk_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    reason: Mapped[str] = mapped_column(String(500))
+    refused_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class LedgerStream(Base):

@@ -16,9 +16,10 @@ import functools
 import json
 import logging
 import sqlite3
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,6 +70,11 @@ CREATE INDEX IF NOT EXISTS hub_events_member ON hub_events (member, hub_seq);
 CREATE TABLE IF NOT EXISTS hub_cursor (
     id              INTEGER PRIMARY KEY CHECK (id = 1),
     applied_through INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_meta (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    ledger_id   TEXT NOT NULL,
+    created_at  TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS hub_refused (
     hub_seq     INTEGER PRIMARY KEY,
@@ -148,6 +154,20 @@ def _rollback(db: sqlite3.Connection) -> None:
             log.error("ledger.rollback_failed", extra={"error": str(exc)})
 
 
+def _incarnation(db: sqlite3.Connection) -> str:
+    """This ledger file's ``ledger_id``, made once when the file is new: a wiped and reinstalled
+    kiosk numbers its events from 1 again, and the id tells the hub (and its acks) the two apart.
+    A ledger that already held events before ids existed keeps "" (the numbering the hub knows).
+    ``INSERT OR IGNORE`` on the one row: two processes opening a new file agree on one id."""
+    row = db.execute("SELECT ledger_id FROM ledger_meta WHERE id = 1").fetchone()
+    if row is not None:
+        return row[0]
+    db.execute("INSERT OR IGNORE INTO ledger_meta (id, ledger_id, created_at) SELECT 1,"
+               " CASE WHEN EXISTS (SELECT 1 FROM events) THEN '' ELSE ? END, ?",
+               (uuid.uuid4().hex, datetime.now(timezone.utc).isoformat()))
+    return db.execute("SELECT ledger_id FROM ledger_meta WHERE id = 1").fetchone()[0]
+
+
 _OWN_ROWS = "SELECT * FROM events WHERE member = ? AND kiosk_seq > ? ORDER BY kiosk_seq"
 _HUB_ROWS = ("SELECT hub_seq, event_id, kiosk, kiosk_seq, kind, member, delta, rule, reward, reason, detail,"
              " occurred_at, mono_ns, boot_id FROM hub_events WHERE member = ? AND hub_seq > ? ORDER BY hub_seq")
@@ -170,6 +190,16 @@ class Ledger:
             raise LedgerError(f"cannot open the ledger at {self.path}: {exc}") from exc
         self._snapshots: dict[str, _Snapshot] = {}
         self._snapshot_program: Program | None = None
+        self._ledger_id: str | None = None
+
+    @property
+    @_guarded("read the id of")
+    def ledger_id(self) -> str:
+        """This ledger file's incarnation (read on first use: a ledger with a corrupt page still
+        opens, so the kiosk can show "out of order" instead of failing to start)."""
+        if self._ledger_id is None:
+            self._ledger_id = _incarnation(self._db)
+        return self._ledger_id
 
     def close(self) -> None:
         self._db.close()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -58,12 +57,11 @@ class ConfigApplier:
     """Applies signed config documents of one scope for one kiosk; remembers the applied one on disk."""
 
     def __init__(self, merchant: str, kiosk: str, trusted: dict[str, Ed25519PublicKey], state_file: Path,
-                 on_program: Callable[[Program], None] | None = None, scope: str = MERCHANT) -> None:
+                 scope: str = MERCHANT) -> None:
         if scope not in (MERCHANT, KIOSK):
             raise ValueError(f"scope must be {MERCHANT!r} or {KIOSK!r}, not {scope!r}")
         self.merchant, self.kiosk, self.trusted, self.scope = merchant, kiosk, trusted, scope
         self.state_file = Path(state_file)
-        self.on_program = on_program  # called with the new Program (only when the document has one)
         self.version: int | None = None
         self.program: Program | None = None
         self.hardware: dict = {}  # the hardware settings the document sets (kiosk scope only)
@@ -103,8 +101,6 @@ class ConfigApplier:
             log.error("config.save_failed", extra={"file": str(self.state_file), "error": str(exc)})
             return Report(version, "rejected", [f"cannot save the document on the kiosk: {exc}"])
         self.version, self.program, self.hardware = version, program, hardware
-        if program is not None and self.on_program is not None:
-            self.on_program(program)
         log.info("config.applied", extra={"scope": self.scope, "version": version})
         return Report(version, "applied")
 

@@ -96,9 +96,9 @@ def _wire_prefix(events: Sequence[Event]) -> tuple[list[WireEvent], MessageError
     return wire, None
 
 
-def batch_message(events: Sequence[Event]) -> bytes:
+def batch_message(events: Sequence[Event], ledger_id: str = "") -> bytes:
     """The ``events`` payload for these ledger rows (also used by tests that replay batches)."""
-    return encode(EventBatch(events=[to_wire(e) for e in events]))
+    return encode(EventBatch(ledger_id=ledger_id, events=[to_wire(e) for e in events]))
 
 
 def state_will(merchant: str, kiosk: str, boot_id: str) -> Will:
@@ -144,6 +144,7 @@ class OutboxSender:
         self._last_seen: int | None = None  # the ledger's last seq, as the loop last read it
         self._thread = threading.Thread(target=self._run, name=f"sync-{kiosk}", daemon=True)
         self._state = SyncState(self.ledger_path)
+        self.ledger_id: str | None = None  # read with the ledger; acks for any other ledger release nothing
         self.acked_through_seq = self._state.acked()
         self.last_error: str | None = None
         self.failures = 0  # consecutive failed steps (reported, retried with backoff)
@@ -225,6 +226,10 @@ class OutboxSender:
         except MessageError as exc:
             log.warning("sync.bad_ack", extra={"topic": message.topic, "error": str(exc)})
             return
+        if ack.ledger_id != self.ledger_id:  # e.g. the retained ack of this kiosk's wiped ledger
+            log.info("sync.foreign_ack", extra={"ack_ledger": ack.ledger_id, "ledger_id": self.ledger_id,
+                                                "acked": ack.acked_through_seq})
+            return
         with self._lock:
             self._hub_acked = max(self._hub_acked, ack.acked_through_seq)
         self._wake.set()
@@ -261,6 +266,7 @@ class OutboxSender:
                 try:
                     if loop is None:
                         ledger = Ledger(self.ledger_path)
+                        self.ledger_id = ledger.ledger_id
                         loop = _Loop(self, ledger)
                     loop.step()
                     if self.failures:
@@ -369,7 +375,7 @@ class _Loop:
             wire, unsendable = _wire_prefix(events)
             if wire:
                 try:
-                    s.bus.publish(topics.events(s.merchant, s.kiosk), encode(EventBatch(events=wire)), qos=1)
+                    s.bus.publish(topics.events(s.merchant, s.kiosk), encode(EventBatch(ledger_id=s.ledger_id, events=wire)), qos=1)
                 except BusError as exc:  # offline again: the next connect re-sends from the ack
                     log.info("sync.publish_failed", extra={"error": str(exc)})
                     return

@@ -36,8 +36,8 @@ class Fleet:
         for merchant in merchants:
             init_merchant(self.engine, KeyStore(data_dir), merchant, merchant.title(), "https://stempel.example")
 
-    def configure(self, listeners: list[Listener], hub: provision.Endpoint, hub_workers: int = 2) -> None:
-        provision.broker_config(self.engine, self.data_dir, listeners, hub, hub_workers, self.files.root)
+    def configure(self, listeners: list[Listener], hub: provision.Endpoint, hub_workers: int = 2, **options) -> None:
+        provision.broker_config(self.engine, self.data_dir, listeners, hub, hub_workers, self.files.root, **options)
         self.port = listeners[0].port
 
     def add_kiosk(self, merchant: str, kiosk: str, endpoint: provision.Endpoint, **options) -> Path:

@@ -23,6 +23,8 @@ from kiosk.protocol import topics
 from mosquitto import free_port
 from mqtt_peer import NOT_AUTHORIZED, Peer
 
+pytestmark = pytest.mark.slow  # a Mosquitto running the hub's broker files
+
 ROSA, KURZ = "cafe-rosa", "baeckerei-kurz"
 A, B = (ROSA, "k-a"), (ROSA, "k-b")
 X = (KURZ, "k-a")  # the same kiosk id as A, at another merchant

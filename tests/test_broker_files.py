@@ -24,6 +24,7 @@ BIN = Path(sys.executable).parent
 SNIPPET = Path(__file__).parent.parent / "systemd" / "mosquitto-stempel.conf"
 
 
+@pytest.mark.slow  # spawns a process
 def test_our_hashes_and_mosquitto_passwd_hashes_are_the_same_format(tmp_path):
     passwd = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "anna", "s3cret"], check=True)
@@ -60,8 +61,10 @@ def test_account_names_outside_the_id_alphabet_are_refused(merchant, kiosk):
 
 def test_the_installed_snippet_is_what_broker_config_writes_by_default():
     certs = Path("/etc/mosquitto/certs")
-    rendered = render_conf([Listener(1883), Listener(8883, tls=TlsFiles(certs / "stempel-ca.crt", certs / "broker.crt",
-                                                                         certs / "broker.key"))])
+    rendered = render_conf([Listener(1883, "127.0.0.1"),
+                            Listener(8883, tls=TlsFiles(certs / "stempel-ca.crt", certs / "broker.crt",
+                                                        certs / "broker.key"))],
+                           backstop=Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"))
 
     def settings(text: str) -> list[str]:
         return [line for line in text.splitlines() if line and not line.startswith("#")]
@@ -124,6 +127,7 @@ def run_hub(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # spawns a process
 def test_the_cli_provisions_a_tls_kiosk_and_refuses_bad_names(tmp_path):
     data, ca = tmp_path / "hub", tmp_path / "ca.crt"
     ca.write_text("-----BEGIN CERTIFICATE-----\n(test)\n-----END CERTIFICATE-----\n")

@@ -24,6 +24,8 @@ from kiosk.protocol import topics
 from mosquitto import free_port
 from mqtt_peer import Peer
 
+pytestmark = pytest.mark.slow  # a Mosquitto with TLS listeners
+
 ROSA = "cafe-rosa"
 
 

@@ -24,6 +24,8 @@ from kiosk.bus import CERTIFICATE, NOT_AUTHORISED, REFUSED, BusSettings, MqttBus
 from kiosk.protocol import topics
 from kiosk.protocol.messages import KioskState, decode
 
+pytestmark = pytest.mark.slow  # Mosquitto brokers and a stempel-kiosk process
+
 
 def bus(port: int, **kw) -> MqttBus:
     return MqttBus(BusSettings(host="127.0.0.1", port=port, client_id="counter-1", reconnect_min=0.1,

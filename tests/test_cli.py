@@ -6,9 +6,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from kiosk.hardware import scenes
+
+pytestmark = pytest.mark.slow  # every test runs the stempel-hub / stempel-kiosk CLIs
 
 BIN = Path(sys.executable).parent
 

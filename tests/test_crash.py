@@ -19,6 +19,8 @@ from PIL import Image
 
 from kiosk.hardware import scenes
 
+pytestmark = pytest.mark.slow  # stempel-kiosk processes, SIGKILLed
+
 KIOSK = str(Path(sys.executable).parent / "stempel-kiosk")
 LOOK = scenes.Look(rotation_deg=10, blur=0.4, noise=3)
 

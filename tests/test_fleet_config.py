@@ -20,6 +20,8 @@ from hubdb import hub_url, pg_database  # noqa: F401  (fixtures)
 from mosquitto import Mosquitto
 from mqtt_peer import Peer
 
+pytestmark = pytest.mark.slow  # a Mosquitto and the stempel-hub CLI
+
 HUB = str(Path(sys.executable).parent / "stempel-hub")
 
 
@@ -48,12 +50,10 @@ def test_push_publishes_a_signed_retained_programme_the_kiosk_applies(hub, broke
     late.close()
     assert message.retain
     public = hub_signing_key(hub.data_dir).public_key()
-    applied = []
-    applier = ConfigApplier("cafe-rosa", "counter-1", {key_id(public): public}, tmp_path / "applied.json",
-                            applied.append)
+    applier = ConfigApplier("cafe-rosa", "counter-1", {key_id(public): public}, tmp_path / "applied.json")
     report = json.loads(applier.handle(message.payload).to_json())
     assert (report["status"], report["version"]) == ("applied", 2)
-    assert applied[0].name == "Boutique Lina" and applied[0].unit == "points"
+    assert applier.program.name == "Boutique Lina" and applier.program.unit == "points"
 
 
 def test_an_invalid_programme_never_leaves_the_hub(hub, broker, tmp_path):

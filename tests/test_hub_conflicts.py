@@ -99,6 +99,7 @@ def test_find_dip(deltas, dip_at, lowest, spent):
     assert [e.event_id for e in dip.spending] == [f"e{i:02d}" for i in spent]
 
 
+@pytest.mark.slow  # the stempel-hub CLI
 def test_the_owner_sees_the_conflict_with_stempel_hub_conflicts(tmp_path):
     import json
     import subprocess

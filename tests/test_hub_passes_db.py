@@ -46,6 +46,7 @@ def rows(url: str, model) -> int:
         engine.dispose()
 
 
+@pytest.mark.slow  # the stempel-hub CLI
 @pytest.mark.parametrize("args, error", [
     (["--name", LONG], "shop name has 201 characters; at most 200"),
     (["--name", "Cafe\x1b[2JRosa"], "control character U+001B"),
@@ -66,6 +67,7 @@ def test_init_refuses_bad_input_before_the_database_or_the_disk(tmp_path, hub_ur
     assert ok.returncode == 0, ok.stderr
 
 
+@pytest.mark.slow  # the stempel-hub CLI
 def test_member_names_are_checked_before_a_member_or_an_image_exists(tmp_path, hub_url):
     assert cli(tmp_path, hub_url, "init", "--merchant", "cafe-rosa", "--name", "Cafe Rosa").returncode == 0
     for name, error in [(LONG, "member name has 201 characters"), ("Anna\x7f", "U+007F"), ("", "must not be empty")]:
@@ -113,6 +115,7 @@ def test_a_key_whose_row_does_not_commit_is_removed(tmp_path, hub_url):
         engine.dispose()
 
 
+@pytest.mark.slow  # the stempel-hub CLI
 def test_serials_count_up_per_merchant_and_revocations_name_serials(tmp_path, hub_url):
     for merchant in ("cafe-rosa", "other-shop"):
         assert cli(tmp_path, hub_url, "init", "--merchant", merchant, "--name", merchant).returncode == 0

@@ -23,6 +23,8 @@ from kiosk.protocol import topics
 from kiosk.protocol.ids import new_event_id
 from kiosk.protocol.messages import KioskState, decode
 
+pytestmark = pytest.mark.slow  # a Mosquitto
+
 
 def entry(hub_seq: int, member: str, kind: str = "earn", delta: int = 1, detail: dict | None = None) -> dict:
     return {"event_id": new_event_id(), "kiosk_seq": hub_seq, "occurred_at": (T0 - timedelta(days=1)).isoformat(),

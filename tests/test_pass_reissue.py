@@ -28,6 +28,8 @@ from kiosk.hardware.camera import Frame
 from kiosk.protocol import topics
 from kiosk.protocol.passes import KeyRing, PassSigner
 
+pytestmark = pytest.mark.slow  # a Mosquitto and the stempel-hub CLI
+
 HUB = str(Path(sys.executable).parent / "stempel-hub")
 WAIT = 10.0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
 from broker_fleet import Fleet
 from cloud.broker.conf import Listener
 from cloud.events import EventStore
@@ -19,6 +20,7 @@ from mosquitto import free_port
 from syncrig import HUB, append_events, wait_until
 
 
+@pytest.mark.slow  # Mosquitto and stempel-hub ingest
 def test_a_provisioned_kiosk_syncs_through_the_acl_broker_to_an_ingest_worker(tmp_path):
     fleet = Fleet(tmp_path / "hub")
     port = free_port()

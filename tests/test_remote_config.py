@@ -24,11 +24,8 @@ def doc(version=1, program=CAFE, merchant="cafe-rosa", kiosk=None, key=HUB, **ex
 
 @pytest.fixture
 def applier(tmp_path):
-    applied = []
-    a = ConfigApplier("cafe-rosa", "counter-1", {key_id(HUB.public_key()): HUB.public_key()},
-                      tmp_path / "applied-config.json", applied.append)
-    a.applied = applied
-    return a
+    return ConfigApplier("cafe-rosa", "counter-1", {key_id(HUB.public_key()): HUB.public_key()},
+                         tmp_path / "applied-config.json")
 
 
 def send(applier, document) -> dict:
@@ -39,16 +36,17 @@ def send(applier, document) -> dict:
 def test_valid_programme_is_applied_and_survives_a_restart(applier, tmp_path):
     assert send(applier, doc(3)) == {"schema": "stempel.config-report.v1", "version": 3, "status": "applied",
                                      "errors": [], "restart_required": False}
-    assert isinstance(applier.applied[0], Program) and applier.applied[0].name == "Cafe Rosa"
-    again = ConfigApplier("cafe-rosa", "counter-1", applier.trusted, tmp_path / "applied-config.json", print)
+    assert isinstance(applier.program, Program) and applier.program.name == "Cafe Rosa"
+    again = ConfigApplier("cafe-rosa", "counter-1", applier.trusted, tmp_path / "applied-config.json")
     assert again.restore().name == "Cafe Rosa" and again.version == 3
 
 
 def test_older_or_repeated_versions_are_ignored_but_re_reported(applier):
     send(applier, doc(5))
+    first = applier.program
     assert send(applier, doc(4))["version"] == 5
     assert send(applier, doc(5))["status"] == "applied"
-    assert len(applier.applied) == 1
+    assert applier.program is first  # re-reported, not applied again
 
 
 def tampered():
@@ -74,9 +72,10 @@ def tampered():
 ])
 def test_hostile_or_broken_documents_are_rejected_and_the_programme_stays(applier, payload, error):
     send(applier, doc(1))
+    first = applier.program
     report = send(applier, payload)
     assert report["status"] == "rejected" and any(error in e for e in report["errors"]), report
-    assert len(applier.applied) == 1 and applier.version == 1
+    assert applier.program is first and applier.version == 1
 
 
 def test_a_damaged_applied_file_is_ignored_on_restore(tmp_path, applier):

@@ -139,6 +139,7 @@ def test_the_bound_is_the_wire_bound():
     assert bounds == {("ge", -MAX_DELTA), ("le", MAX_DELTA)}
 
 
+@pytest.mark.slow  # the stempel-kiosk CLI
 def test_the_signup_typo_is_refused_by_the_kiosk_cli(tmp_path):
     """`signup = 2000000` used to pass and then stop sync for good; now the kiosk refuses to start on it."""
     import subprocess

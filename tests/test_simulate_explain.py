@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the stempel-kiosk CLI
+
 KIOSK = str(Path(sys.executable).parent / "stempel-kiosk")
 
 

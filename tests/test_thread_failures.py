@@ -23,6 +23,8 @@ from kiosk.protocol.messages import KioskState, decode
 from kiosk.rules import Entry
 from kiosk.sync import OutboxSender
 
+pytestmark = pytest.mark.slow  # Mosquitto, ingest and stempel-kiosk processes
+
 RETRY_FAST = dataclasses.replace(FAST, retry_min=0.1, retry_max=0.4)
 
 

@@ -19,7 +19,7 @@ from kiosk.errors import ProvisioningError
 from kiosk.protocol.ids import check_id
 
 HUB_PREFIX = "stempel-hub"
-USERNAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,63}[a-z0-9])?$")
+USERNAME_PATTERN = re.compile(r"\A[a-z0-9](?:[a-z0-9-]{0,63}[a-z0-9])?\Z")  # \Z: no trailing newline
 
 Role = Literal["kiosk", "hub"]
 
@@ -36,7 +36,7 @@ class Account:
 
 def check_username(username: str) -> str:
     """Return *username* if it is safe in a password file, ACL and topic; else raise."""
-    if not isinstance(username, str) or not USERNAME_PATTERN.match(username):
+    if not isinstance(username, str) or not USERNAME_PATTERN.fullmatch(username):
         raise ProvisioningError(f"broker username {username!r} is not [a-z0-9-] (1-65 characters)")
     return username
 

@@ -16,14 +16,25 @@ ingest group name is a per-installation secret (hub-mqtt.toml, see cloud/provisi
 never sent to kiosks.
 
 Topic names come from kiosk.protocol.topics, so a renamed topic renames its ACL line.
+
+A file Mosquitto cannot parse is worse than none: at a SIGHUP, Mosquitto 2.0 then drops its
+ACL check altogether and lets every client read and write everything (see conf.py). So the
+file is only ever written after ``check_acl`` has read the exact text back, with a parser
+that knows nothing but the lines we write, into exactly the accounts and topics intended.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
-from cloud.broker.accounts import Account, check_username
+from cloud.broker.accounts import USERNAME_PATTERN, Account, check_username
+from kiosk.errors import ConfigError
 from kiosk.protocol import topics
+
+ACCESS = ("read", "write", "readwrite")
+Rules = tuple[tuple[str, str], ...]
+_PRINTABLE = re.compile(r"[ -~]*")  # ASCII without controls: no \r, \t, NUL or bytes Mosquitto reads otherwise
 
 _M, _K = "m", "k"  # sample ids, only to read the leaf names out of the topic builders
 
@@ -74,3 +85,61 @@ def render_acl(accounts: Iterable[Account]) -> str:
         out += ["", f"user {check_username(account.username)}"]
         out += [f"topic {access} {topic}" for access, topic in rules_for(account)]
     return "\n".join(out) + "\n"
+
+
+def parse_acl(text: str) -> dict[str, Rules]:
+    """The ``user`` blocks of an ACL file in the subset we write: ``{username: ((access, topic), ...)}``.
+
+    Stricter than Mosquitto, never looser: comments and blank lines, ``user NAME`` with a
+    ``[a-z0-9-]`` name (once per file), ``topic ACCESS FILTER`` under a user, single spaces,
+    printable ASCII, a final newline. Anything else raises ConfigError naming the line.
+    """
+    if not text.endswith("\n"):
+        raise ConfigError("ACL file: does not end with a newline")
+    blocks: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] | None = None
+    for number, line in enumerate(text[:-1].split("\n"), 1):
+        if not _PRINTABLE.fullmatch(line):
+            raise ConfigError(f"ACL file line {number}: {line!r} holds a control or non-ASCII character")
+        words = line.split(" ")
+        if not line or line.startswith("#"):
+            continue
+        if len(words) == 2 and words[0] == "user" and USERNAME_PATTERN.fullmatch(words[1]):
+            if words[1] in blocks:
+                raise ConfigError(f"ACL file line {number}: user {words[1]} has a second block")
+            current = blocks[words[1]] = []
+        elif len(words) == 3 and words[0] == "topic" and words[1] in ACCESS and is_topic_filter(words[2]):
+            if current is None:  # Mosquitto would apply it to clients without a username
+                raise ConfigError(f"ACL file line {number}: topic line before the first user line")
+            current.append((words[1], words[2]))
+        else:
+            raise ConfigError(f"ACL file line {number}: {line!r} is not a line this hub writes")
+    return {user: tuple(rules) for user, rules in blocks.items()}
+
+
+def is_topic_filter(text: str) -> bool:
+    """A valid MQTT topic filter: non-empty, no NUL, ``+`` and ``#`` only as whole levels, ``#`` last."""
+    if not text or "\x00" in text or len(text.encode()) > 65535:
+        return False
+    levels = text.split("/")
+    return all(("+" not in level and "#" not in level) or level in ("+", "#") for level in levels) \
+        and "#" not in levels[:-1]
+
+
+def intended_acl(accounts: Iterable[Account]) -> dict[str, Rules]:
+    """What the ACL file must grant: each account's rules, nothing else."""
+    intended: dict[str, Rules] = {}
+    for account in accounts:
+        if account.username in intended:
+            raise ConfigError(f"broker username {account.username!r} belongs to two accounts")
+        intended[check_username(account.username)] = tuple(rules_for(account))
+    return intended
+
+
+def check_acl(text: str, accounts: Iterable[Account]) -> None:
+    """Raise ConfigError unless *text* reads back as exactly the accounts' blocks and topics."""
+    intended, found = intended_acl(accounts), parse_acl(text)
+    if found != intended:
+        users = sorted(set(found) ^ set(intended)) or sorted(u for u in intended if found[u] != intended[u])
+        raise ConfigError(f"the ACL file would not grant exactly what the hub intends (accounts {users[:3]}): "
+                          "refusing to write it")

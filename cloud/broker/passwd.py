@@ -16,11 +16,16 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from collections.abc import Iterable
 
+from cloud.broker.accounts import USERNAME_PATTERN
+from kiosk.errors import ConfigError
+
 ITERATIONS = 101
 SALT_BYTES = 12
+HASH_PATTERN = re.compile(r"\$7\$[1-9][0-9]{0,8}\$[A-Za-z0-9+/]+={0,2}\$[A-Za-z0-9+/]+={0,2}")
 
 
 def new_password() -> str:
@@ -51,3 +56,35 @@ def verify_password(password: str, hashed: str) -> bool:
 def render_passwd(entries: Iterable[tuple[str, str]]) -> str:
     """The password file for ``(username, hash)`` pairs, sorted so regeneration is stable."""
     return "".join(f"{user}:{hashed}\n" for user, hashed in sorted(entries))
+
+
+def parse_passwd(text: str) -> dict[str, str]:
+    """``{username: hash}`` of a password file in the form we write, one ``name:$7$...`` a line.
+
+    A line Mosquitto would read differently (a ``:`` or newline in a name, a control
+    character, a second line for one name) raises ConfigError naming the line.
+    """
+    if text and not text.endswith("\n"):
+        raise ConfigError("password file: does not end with a newline")
+    found: dict[str, str] = {}
+    for number, line in enumerate(text.split("\n")[:-1], 1):
+        user, sep, hashed = line.partition(":")
+        if not (sep and USERNAME_PATTERN.fullmatch(user) and HASH_PATTERN.fullmatch(hashed)):
+            raise ConfigError(f"password file line {number}: {line[:40]!r} is not 'name:$7$...'")
+        if user in found:
+            raise ConfigError(f"password file line {number}: a second line for {user}")
+        found[user] = hashed
+    return found
+
+
+def check_passwd(text: str, entries: Iterable[tuple[str, str]]) -> None:
+    """Raise ConfigError unless *text* reads back as exactly these ``(username, hash)`` pairs."""
+    pairs = list(entries)
+    intended = dict(pairs)
+    if len(intended) != len(pairs):
+        raise ConfigError("two accounts share a broker username: refusing to write the password file")
+    found = parse_passwd(text)
+    if found != intended:
+        users = sorted(u for u in set(found) | set(intended) if found.get(u) != intended.get(u))
+        raise ConfigError(f"the password file would not hold exactly the hub's accounts (accounts {users[:3]}): "
+                          "refusing to write it")

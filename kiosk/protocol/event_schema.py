@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from kiosk.protocol.ids import ID_PATTERN
+from kiosk.protocol.ids import WIRE_ID_PATTERN
 from kiosk.rules.state import BONUS, EARN, EXPIRE, REDEEM, TIER_CHANGE, VISIT
 
 SCAN_REJECTED = "scan_rejected"  # kiosk/ledger.py writes it for a refused code
@@ -79,7 +79,7 @@ def _iso_datetime(value: str) -> str:
 DecimalText = Annotated[str, Field(max_length=40), AfterValidator(_decimal)]
 IsoDate = Annotated[str, Field(max_length=10), AfterValidator(_iso_date)]
 IsoDateTime = Annotated[str, Field(max_length=40), AfterValidator(_iso_datetime)]
-MemberId = Annotated[str, Field(pattern=ID_PATTERN.pattern)]
+MemberId = Annotated[str, Field(pattern=WIRE_ID_PATTERN)]
 
 
 class _Detail(BaseModel):
@@ -185,8 +185,8 @@ class ClockWindow:
 
     Ahead: a few minutes of clock skew; an event "from the future" would make its member
     "already stamped" on every kiosk until then. Behind: a kiosk may be offline for weeks and
-    then send its backlog (and a refused event stays in its outbox), so the default is ten years:
-    what it stops is a clock that was never set (1970) or a date no kiosk can have made.
+    then send its backlog, so the default is ten years (a refused event is dead-lettered and settled:
+    its ack moves past it). What it stops is a clock never set (1970) or a date no kiosk made.
     """
 
     future: timedelta = timedelta(minutes=5)

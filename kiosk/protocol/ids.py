@@ -14,12 +14,24 @@ import uuid
 
 from kiosk.errors import ConfigError
 
-ID_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
+ID_REGEX = r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?"
+# ``\A...\Z``, not ``^...$``: in Python's ``re``, ``$`` also matches before a final newline,
+# so ``"k3\n"`` passed ``match`` and split an ACL line in two (issue 7). With ``\Z`` the
+# pattern is safe whichever of match, search or fullmatch a caller uses; use fullmatch.
+ID_PATTERN = re.compile(rf"\A{ID_REGEX}\Z")
+# For pydantic's ``Field(pattern=...)``: its default engine (Rust ``regex``) knows no ``\Z``,
+# and there ``$`` is the end of the text (a final newline does not match; tests/test_hardening_broker.py).
+WIRE_ID_PATTERN = rf"^{ID_REGEX}$"
+
+
+def is_id(value: object) -> bool:
+    """True if *value* is a whole id: a str of 1-32 characters of a-z, 0-9 and '-', no other byte."""
+    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
 
 
 def check_id(value: str, what: str) -> str:
     """Return *value* if it is a valid id, else raise ConfigError naming *what* and the fix."""
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
+    if not is_id(value):
         raise ConfigError(
             f"{what} {value!r} is not a valid id: use 1-32 characters of a-z, 0-9 and '-', "
             "starting and ending with a letter or digit (e.g. 'cafe-rosa')"

@@ -15,7 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from kiosk.errors import MessageError
 from kiosk.protocol.event_schema import DELTA_MAX, INT64_MAX, Text, check_detail, check_plausible_time
-from kiosk.protocol.ids import ID_PATTERN
+from kiosk.protocol.ids import WIRE_ID_PATTERN
 
 EVENT_BATCH = "stempel.events.v1"
 EVENTS_ACK = "stempel.events-ack.v1"
@@ -32,7 +32,12 @@ MAX_BATCH = 1000
 MAX_PAYLOAD_BYTES = 3 * 1024 * 1024
 _UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 _KIND = r"^[a-z][a-z0-9_]{0,39}$"
-_MEMBER = ID_PATTERN.pattern
+# A kiosk ledger's incarnation: 32 hex digits made when the ledger file is created, so an ack
+# for a wiped and reinstalled ledger's numbers can't release the new one's. "" is a ledger
+# made before incarnations existed (its kiosk_seq numbering is the one the hub knew).
+# (pydantic's regex engine is Rust's, whose ``$`` is the end of the text; Python callers fullmatch.)
+LEDGER_ID_PATTERN = r"^(?:[0-9a-f]{32})?$"
+_MEMBER = WIRE_ID_PATTERN  # Rust-regex '$': no trailing newline (see ids.py)
 
 
 class _Message(BaseModel):
@@ -72,13 +77,17 @@ class EventBatch(_Message):
     """``kiosks/{kiosk}/events``: consecutive (or re-sent) events of one kiosk, oldest first."""
 
     schema_: Literal["stempel.events.v1"] = Field(EVENT_BATCH, alias="schema")
+    ledger_id: str = Field("", pattern=LEDGER_ID_PATTERN)
     events: list[WireEvent] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class EventsAck(_Message):
-    """``kiosks/{kiosk}/events/ack`` (retained): the hub has stored every event 1..acked_through_seq."""
+    """``kiosks/{kiosk}/events/ack`` (retained): the hub has settled every event 1..acked_through_seq
+    of the kiosk's ledger ``ledger_id`` (stored, or refused for good and dead-lettered). A kiosk
+    releases nothing on an ack for another ledger (an older incarnation's, still retained)."""
 
     schema_: Literal["stempel.events-ack.v1"] = Field(EVENTS_ACK, alias="schema")
+    ledger_id: str = Field("", pattern=LEDGER_ID_PATTERN)
     acked_through_seq: int = Field(ge=0)
 
 
@@ -161,10 +170,11 @@ class Refused:
 class ItemsRefused(MessageError):
     """Every item of a batch failed its schema; ``refused`` says which and why."""
 
-    def __init__(self, refused: list[Refused]) -> None:
+    def __init__(self, refused: list[Refused], envelope: dict | None = None) -> None:
         more = f" (+{len(refused) - 3} more)" if len(refused) > 3 else ""
         super().__init__("; ".join(r.reason for r in refused[:3]) + more)
         self.refused = refused
+        self.envelope = envelope or {}  # the message's other top-level fields, unvalidated
 
 
 def decode_items(model: type[M], payload: bytes | str, field: str) -> tuple[M, list[Refused]]:
@@ -190,7 +200,7 @@ def decode_items(model: type[M], payload: bytes | str, field: str) -> tuple[M, l
         return model.model_validate({**doc, field: good}), refused
     except ValidationError as exc:
         if refused and not good:  # e.g. a batch must hold one event: say why each was refused
-            raise ItemsRefused(refused) from None
+            raise ItemsRefused(refused, {k: v for k, v in doc.items() if k != field}) from None
         raise MessageError(_reason(exc)) from None
 
 

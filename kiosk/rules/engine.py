@@ -94,7 +94,6 @@ class _Book:
 
     def __init__(self, state: MemberState, now: datetime, program: Program) -> None:
         self.state, self.now, self.program, self.entries = state, now, program, []
-        self.others: list[Entry] = []  # entries for other members (referrer), folded elsewhere
 
     def add(self, entry: Entry) -> None:
         self.entries.append(entry)

@@ -57,7 +57,7 @@ def _row(number: int, raw: dict[str, str], program: Program) -> Row:
         return ConfigError(f"visits CSV row {number}: {field}: {why}")
 
     member = raw.get("member", "")
-    if not ID_PATTERN.match(member):
+    if not ID_PATTERN.fullmatch(member):
         raise fail("member", f"{member!r} is not a member id (a-z, 0-9, '-')")
     try:
         at = datetime.fromisoformat(raw["time"])
@@ -80,7 +80,7 @@ def _row(number: int, raw: dict[str, str], program: Program) -> Row:
         except ValueError:
             raise fail("birthday", f"{raw['birthday']!r} is not YYYY-MM-DD") from None
     referred_by = raw.get("referred_by") or None
-    if referred_by and not ID_PATTERN.match(referred_by):
+    if referred_by and not ID_PATTERN.fullmatch(referred_by):
         raise fail("referred_by", f"{referred_by!r} is not a member id")
     redeem = raw.get("redeem") or None
     if redeem and program.reward(redeem) is None:

@@ -1,0 +1,110 @@
+"""The hub's schema through Alembic: a database made by release 0.1.0 upgrades and loses nothing.
+
+``tests/fixtures/hub-0.1.0.sqlite.sql`` was made by release 0.1.0's own code (a shop, two
+members, two kiosks' events, a dead letter); on PostgreSQL the same rows are loaded into the
+schema that release created there. After ``stempel-hub db upgrade`` every row is still there,
+and the kiosks carry on: a kiosk still running 0.1.0 (no ``ledger_id``) continues its numbering,
+and a new ledger of the same kiosk is kept apart from it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from hubdb import hub_url, pg_database  # noqa: F401  (fixtures)
+from sqlalchemy import MetaData, create_engine, func, insert, select, text
+
+from cloud import schema
+from cloud.events import EventStore
+from kiosk.protocol import topics
+from kiosk.protocol.ids import new_event_id
+from kiosk.protocol.messages import EventBatch, WireEvent, encode
+
+FIXTURES = Path(__file__).parent / "fixtures"
+HUB = str(Path(sys.executable).parent / "stempel-hub")
+ROWS = {"merchants": 1, "members": 2, "signing_keys": 1, "hub_events": 5, "kiosk_progress": 2,
+        "ledger_streams": 1, "ledger_outbox": 5, "dead_letters": 1}
+
+
+def previous_release(url: str, tmp_path: Path) -> None:
+    """Fill the empty database at *url* with what release 0.1.0 left behind."""
+    made = tmp_path / "old.sqlite3"
+    with sqlite3.connect(made) as db:
+        db.executescript((FIXTURES / "hub-0.1.0.sqlite.sql").read_text())
+    if url.startswith("sqlite"):
+        made.replace(url.removeprefix("sqlite:///"))
+        return
+    engine, old = create_engine(url), create_engine(f"sqlite:///{made}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql((FIXTURES / "hub-0.1.0.postgresql-schema.sql").read_text())
+        source = MetaData()
+        source.reflect(old)
+        for table in source.sorted_tables:
+            with old.connect() as src:
+                rows = [dict(r._mapping) for r in src.execute(select(table))]
+            if rows:
+                conn.execute(insert(table), rows)
+        for seq in ("hub_events_id_seq", "ledger_outbox_id_seq", "dead_letters_id_seq"):
+            table = seq.removesuffix("_id_seq")
+            conn.execute(text(f"SELECT setval('{seq}', (SELECT MAX(id) FROM {table}))"))
+    engine.dispose()
+    old.dispose()
+
+
+def counts(url: str) -> dict[str, int]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {t: conn.scalar(select(func.count()).select_from(text(t))) for t in ROWS}
+    finally:
+        engine.dispose()
+
+
+def wire(seqs: list[int]) -> list[WireEvent]:
+    at = datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc)
+    return [WireEvent(event_id=new_event_id(), kiosk_seq=s, occurred_at=at + timedelta(minutes=s), mono_ns=s,
+                      boot_id="boot-2", kind="earn", member="m1", delta=1, rule="visit", detail={"cause": "visit"})
+            for s in seqs]
+
+
+@pytest.mark.slow
+def test_a_database_of_the_previous_release_upgrades_and_loses_nothing(hub_url, tmp_path):
+    previous_release(hub_url, tmp_path)
+    assert counts(hub_url) == ROWS
+    done = subprocess.run([HUB, "--data-dir", str(tmp_path / "hub"), "--db-url", hub_url, "db", "upgrade"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "0.1.0" in done.stdout and schema.head_revision() in done.stdout
+    assert counts(hub_url) == ROWS
+
+    engine = create_engine(hub_url)
+    with engine.connect() as conn:  # the upgraded schema is exactly the models' (no drift either way)
+        assert compare_metadata(MigrationContext.configure(conn), schema.target_metadata()) == []
+    engine.dispose()
+
+    store = EventStore.open(hub_url, clock=lambda: datetime(2026, 3, 4, tzinfo=timezone.utc))
+    try:
+        legacy = store.ingest(topics.events("cafe-rosa", "counter-1"), encode(EventBatch(events=wire([4]))))
+        assert (legacy.new, legacy.acked_through_seq, legacy.ledger_id) == (1, 4, "")  # numbering continues
+        fresh = store.ingest(topics.events("cafe-rosa", "counter-1"),
+                             encode(EventBatch(ledger_id="c" * 32, events=wire([1]))))
+        assert (fresh.new, fresh.acked_through_seq) == (1, 1)  # a reinstalled counter-1, kept apart
+        assert [e.hub_seq for e in store.events("cafe-rosa")] == [1, 2, 3, 4, 5, 6, 7]
+    finally:
+        store.close()
+
+
+def test_a_new_database_is_made_at_the_head_and_upgrading_again_does_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'hub.sqlite3'}"
+    engine = create_engine(url)
+    assert schema.upgrade(engine) == "new"
+    assert schema.current_revision(engine) == schema.head_revision()
+    assert schema.upgrade(engine) == schema.head_revision()
+    engine.dispose()

@@ -182,7 +182,7 @@ def open_kiosk(data_dir: Path, keys_json: str, clock: FakeClock) -> Kiosk:
     data_dir.mkdir(parents=True)
     (data_dir / "keys.json").write_text(keys_json)
     config = load_config(None, env={}, kiosk__data_dir=str(data_dir))
-    return build_kiosk(config, clock=clock, with_panel=True)
+    return build_kiosk(config, clock=clock)
 
 
 def close_kiosk(kiosk: Kiosk) -> None:

@@ -3,22 +3,26 @@
 ``Kiosk.handle_frame`` runs one camera frame through every stage:
 decoder → pass verifier → counter session → rules engine → ledger → feedback.
 ``Kiosk.press_button`` is the staff button: redeem for the member at the counter.
-Each stage is a small object passed in, so tests replace any of them.
+Each stage is a small object passed in, so tests replace any of them. The clock is read
+once per scan or press: the decision and the ledger entry carry the same instant.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from decimal import Decimal
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import NamedTuple
 
 from kiosk.clock import Clock
 from kiosk.display import screens
+from kiosk.display.device import Display
 from kiosk.errors import DecoderError, LedgerError
-from kiosk.hardware.camera import Frame
+from kiosk.hardware.camera import Camera, Frame
 from kiosk.hardware.decoder import Decoder
-from kiosk.hardware.panel import FrontPanel, Signal
+from kiosk.hardware.panel import Panel, Signal
 from kiosk.ledger import Ledger
 from kiosk.protocol.event_schema import PREVIEW_CHARS, printable
 from kiosk.protocol.passes import PassRejected, PassVerifier, Reason
@@ -59,12 +63,24 @@ class ScanResult:
         return asdict(self)
 
 
+class Instant(NamedTuple):
+    """One reading of the clock: what a decision is made at and its ledger entry records."""
+
+    wall: datetime
+    mono: float
+
+
 class Kiosk:
-    """The scan pipeline and the button, wired to a ledger, a display and a front panel."""
+    """The scan pipeline and the button, wired to a ledger, a display and a front panel.
+
+    What the customer saw and heard is recorded by the devices themselves (the display's
+    ``shown``, the panel's ``history``); the camera is held here for the live loop.
+    """
 
     def __init__(self, *, shop_name: str, decoder: Decoder, verifier: PassVerifier, program: Program,
                  ledger: Ledger, session: CounterSession, clock: Clock, boot: str,
-                 display=None, panel: FrontPanel | None = None, status: StatusBoard | None = None) -> None:
+                 display: Display | None = None, panel: Panel | None = None, camera: Camera | None = None,
+                 status: StatusBoard | None = None) -> None:
         self.shop_name = shop_name
         self.decoder = decoder
         self.verifier = verifier
@@ -75,10 +91,9 @@ class Kiosk:
         self.boot = boot
         self.display = display
         self.panel = panel
+        self.camera = camera
         self.status = status  # where a ledger failure is reported for ``state`` (set by `run` when synced)
         self.out_of_order: str | None = None  # the ledger error while the last ledger access failed
-        self.last_screen: screens.Screen = screens.Idle(shop_name)
-        self.last_signal: Signal | None = None
 
     def show_idle(self) -> None:
         """The idle screen; while the ledger is failing, "out of order" stays up instead."""
@@ -88,7 +103,10 @@ class Kiosk:
         self._show(screens.Idle(self.shop_name, self.program.language), None)
 
     def close(self) -> None:
-        """Release the hardware (blink threads first, then pins) and the ledger; safe to call twice."""
+        """Release the camera, the front panel (blink threads first, then pins) and the ledger;
+        safe to call twice."""
+        if self.camera is not None:
+            self.camera.close()
         if self.panel is not None:
             self.panel.close()
         self.ledger.close()
@@ -130,24 +148,29 @@ class Kiosk:
             claims = self.verifier.verify(texts[0])
         except PassRejected as rejected:
             return self._reject(source, rejected, texts)
+        at = self._now()
         self.session.open(claims.member)
         state = self.ledger.member_state(claims.member, self.program)
-        reading = ClockReading(self.boot, self.clock.monotonic())
-        visit = Visit(new_event_id(), claims.member, amount=amount, clock=reading)
-        return self._commit_and_show(source, evaluate(state, visit, self.clock.now(), self.program))
+        visit = Visit(new_event_id(), claims.member, amount=amount, clock=ClockReading(self.boot, at.mono))
+        return self._commit_and_show(source, evaluate(state, visit, at.wall, self.program), at)
 
     def press_button(self) -> ScanResult:
         """The staff button: redeem the ready reward of the member at the counter."""
         return self._ledger_guard("button", self._press)
 
     def _press(self) -> ScanResult:
+        at = self._now()
         member = self.session.member()
         if member is None:
             feedback = Feedback(Outcome.NOTHING_TO_REDEEM, "", 0, self.program.unit, reason="no_customer")
-            return self._commit_and_show("button", Decision((), feedback, None))
+            return self._commit_and_show("button", Decision((), feedback, None), at)
         state = self.ledger.member_state(member, self.program)
-        decision = evaluate(state, Redeem(new_event_id(), member), self.clock.now(), self.program)
-        return self._commit_and_show("button", decision)
+        decision = evaluate(state, Redeem(new_event_id(), member), at.wall, self.program)
+        return self._commit_and_show("button", decision, at)
+
+    def _now(self) -> Instant:
+        """The one clock reading of a scan or press."""
+        return Instant(self.clock.now(), self.clock.monotonic())
 
     def apply_program(self, program: Program) -> None:
         """Switch to a new (already validated) programme without a restart."""
@@ -177,15 +200,17 @@ class Kiosk:
     def _reject(self, source: str, rejected: PassRejected, texts: list[bytes]) -> ScanResult:
         preview = printable(texts[0][:PREVIEW_CHARS].decode("latin-1"))  # a code may hold any byte, NUL too
         detail = {"detail": rejected.detail, "codes": len(texts), "preview": preview}
-        event = self.ledger.reject(rejected.reason, detail, self.clock.now(), self.clock.monotonic(), self.boot)
+        at = self._now()
+        event = self.ledger.reject(rejected.reason, detail, at.wall, at.mono, self.boot)
         log.info("scan.rejected", extra={"reason": rejected.reason, "source": source})
         self._show(screens.Rejected(rejected.reason, self.program.language), Signal.REJECTED)
         return ScanResult(source, REJECTED, reason=rejected.reason, event_ids=[event.event_id])
 
-    def _commit_and_show(self, source: str, decision: Decision) -> ScanResult:
+    def _commit_and_show(self, source: str, decision: Decision, at: Instant) -> ScanResult:
+        """Commit *decision* at the instant it was made at, then show it."""
         events = []
         if decision.entries:  # committed (fsync'd) before the customer sees anything
-            events = self.ledger.append(decision.entries, self.clock.now(), self.clock.monotonic(), self.boot)
+            events = self.ledger.append(decision.entries, at.wall, at.mono, self.boot)
         fb = decision.feedback
         self._show(*_presentation(fb, self.program))
         return ScanResult(source, fb.outcome.value, reason=fb.reason, member=fb.member or None,
@@ -194,12 +219,11 @@ class Kiosk:
                           event_ids=[e.event_id for e in events])
 
     def _show(self, screen: screens.Screen, signal: Signal | None) -> None:
-        self.last_screen = screen
-        self.last_signal = signal or self.last_signal
+        """Put *screen* on the display and play the programme's cue for *signal* on the panel."""
         if self.display is not None:
-            screens.show(self.display, screen)
+            self.display.show(screen)
         if self.panel is not None and signal is not None:
-            self.panel.signal(signal)
+            self.panel.signal(signal, self.program.feedback.cue(signal.value))
 
 
 def _presentation(fb: Feedback, program: Program) -> tuple[screens.Screen, Signal]:

@@ -15,7 +15,7 @@ from kiosk import logs
 from kiosk.app import NO_CODE, ScanResult
 from kiosk.config import KioskConfig, load_config
 from kiosk.errors import StempelError, UnreadableImage
-from kiosk.hardware.camera import Frame, load_image, open_camera
+from kiosk.hardware.camera import Frame, load_image
 from kiosk.hardware.decoder import open_decoder
 from kiosk.rules.program import MAX_AMOUNT
 
@@ -66,8 +66,13 @@ def scan_image(images, config_path, data_dir, display_out, amount, as_json) -> N
     config = _load(config_path, data_dir)
     from kiosk.wiring import build_kiosk
 
-    kiosk = _guard(lambda: build_kiosk(config, with_panel=False))
+    kiosk = _guard(lambda: build_kiosk(config, live=False))
     out_dir = Path(display_out) if display_out else None
+    if out_dir and not hasattr(kiosk.display, "image"):
+        kiosk.close()
+        click.echo("error: --display-out saves the simulated display's screens: run with STEMPEL_HARDWARE=sim",
+                   err=True)
+        sys.exit(2)
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
     kiosk.show_idle()
@@ -99,18 +104,11 @@ def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
     from kiosk.loop import run as run_loop
     from kiosk.remote import start_hub_link
     from kiosk.status import StatusBoard, ThreadWatch
-    from kiosk.wiring import build_kiosk, effective_config
+    from kiosk.wiring import build_kiosk
 
     overrides = {"hardware__backend": "sim" if simulate else None, "hardware__replay_dir": replay_dir}
     config = _load(config_path, data_dir, **overrides)
-    kiosk = _guard(lambda: build_kiosk(config))  # first: it names a missing keys file with the fix
-    try:
-        hw = _guard(lambda: effective_config(config)).hardware  # the hub may have pushed hardware settings
-        replay = sorted(Path(hw.replay_dir).glob("*.png")) if hw.replay_dir else []
-        camera = _guard(lambda: open_camera(hw.camera_kind(), replay))
-    except SystemExit:
-        kiosk.close()
-        raise
+    kiosk = _guard(lambda: build_kiosk(config))  # camera, decoder, panel, display: from the factory
     stop = threading.Event()
     watch = ThreadWatch(StatusBoard(), stop).install()  # before the hub link starts its threads
     try:
@@ -124,15 +122,15 @@ def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
     kiosk.status = watch.status
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    click.echo(f"kiosk {config.kiosk.id} running ({hw.backend}, camera {hw.camera_kind()}); Ctrl-C stops", err=True)
+    click.echo(f"kiosk {config.kiosk.id} running (camera {kiosk.camera.name}, display {kiosk.display.name}); "
+               "Ctrl-C stops", err=True)
     try:
-        run_loop(kiosk, camera, stop, on_result=lambda r: _print(r, as_json),
+        run_loop(kiosk, kiosk.camera, stop, on_result=lambda r: _print(r, as_json),
                  updates=link.updates if link is not None else None)
     except Exception as exc:  # noqa: BLE001 - reported in `state` and the log, then a non-zero exit
         watch.fail("scan loop", exc)
     finally:
-        camera.close()
-        kiosk.close()  # blink threads first, then the pins: no gpiozero traceback at exit
+        kiosk.close()  # the camera, then blink threads, then the pins: no gpiozero traceback at exit
     _stop_link(link, replay_finished=not stop.is_set())
     watch.uninstall()
     if watch.failed is not None:
@@ -162,7 +160,7 @@ def redeem(config_path, data_dir, as_json) -> None:
     from kiosk.wiring import build_kiosk
 
     config = _load(config_path, data_dir)
-    kiosk = _guard(lambda: build_kiosk(config, with_panel=False))
+    kiosk = _guard(lambda: build_kiosk(config, live=False))
     _print(kiosk.press_button(), as_json)
 
 

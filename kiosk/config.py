@@ -39,27 +39,26 @@ class KioskSection(BaseModel):
 
 
 class HardwareSection(BaseModel):
+    """``[hardware]``: which backend, and the options it offers (``kiosk/hardware/factory.py``).
+
+    Flat on purpose: the hub pushes a kiosk's hardware settings as a partial table of these
+    fields. Whether the backend offers a camera or display is checked where the whole table
+    is known: ``load_config`` and the factory.
+    """
+
     model_config = ConfigDict(extra="forbid")
-    backend: Literal["pi", "sim"] = "sim"
-    camera: Literal["auto", "picamera2", "opencv", "replay", "virtual"] = "auto"
+    backend: Literal["pi", "sim"] = Field("sim", description="STEMPEL_HARDWARE and --simulate override it")
+    camera: Literal["auto", "picamera2", "opencv", "replay", "virtual"] = Field(
+        "auto", description="auto: the backend's own (pi: picamera2; sim: replay with replay_dir, else virtual)")
     decoder: Literal["pyzbar", "zxing"] = "pyzbar"
-    display: Literal["auto", "ssd1306", "sh1106", "dummy"] = "auto"
-    replay_dir: Path | None = None
+    display: Literal["auto", "ssd1306", "sh1106", "dummy"] = Field(
+        "auto", description="auto: the backend's own (pi: ssd1306; sim: dummy)")
+    replay_dir: Path | None = Field(None, description="a folder of PNG frames for camera \"replay\"")
     led_pin: int = Field(17, ge=0, le=27)
     buzzer_pin: int = Field(27, ge=0, le=27)
     button_pin: int = Field(22, ge=0, le=27)
     i2c_port: int = Field(1, ge=0)
     i2c_address: int = Field(0x3C, ge=0x03, le=0x77)
-
-    def camera_kind(self) -> str:
-        if self.camera != "auto":
-            return self.camera
-        return "picamera2" if self.backend == "pi" else ("replay" if self.replay_dir else "virtual")
-
-    def display_kind(self) -> str:
-        if self.display != "auto":
-            return self.display
-        return "ssd1306" if self.backend == "pi" else "dummy"
 
 
 class MqttSection(BaseModel):
@@ -131,8 +130,11 @@ def load_config(path: Path | str | None = None, env: dict[str, str] | None = Non
         config = KioskConfig.model_validate(raw)
     except ValidationError as exc:
         raise explain(exc, source) from exc
+    from kiosk.hardware.factory import check_hardware  # the backends know what they offer
+
+    check_hardware(config.hardware, source)
     if chosen is not None:  # relative paths in a file are relative to that file, wherever we run from
-        _resolve_paths(config, chosen.absolute().parent, data_dir_given=overrides.get("kiosk__data_dir") is not None)
+        _resolve_paths(config, chosen.absolute().parent, {k for k, v in overrides.items() if v is not None})
     if config.kiosk.program_file:
         if "program" in raw:
             raise ConfigError(f"{source}: give either [kiosk] program_file or a [program] table, not both")
@@ -140,11 +142,14 @@ def load_config(path: Path | str | None = None, env: dict[str, str] | None = Non
     return config
 
 
-def _resolve_paths(config: KioskConfig, base: Path, data_dir_given: bool) -> None:
-    """Paths written in a config file are relative to that file (a bundle works wherever it lands)."""
+def _resolve_paths(config: KioskConfig, base: Path, given: set[str]) -> None:
+    """Paths written in a config file are relative to that file (a bundle works wherever it lands);
+    those *given* on the command line (``section__field``) are relative to where we run."""
     fields = [(config.kiosk, "keys_file"), (config.kiosk, "hub_keys_file"), (config.kiosk, "program_file")]
-    if not data_dir_given:
+    if "kiosk__data_dir" not in given:
         fields.append((config.kiosk, "data_dir"))
+    if "hardware__replay_dir" not in given:
+        fields.append((config.hardware, "replay_dir"))
     if config.mqtt is not None:
         fields += [(config.mqtt, name) for name in ("password_file", "ca_file", "cert_file", "key_file")]
     for section, name in fields:

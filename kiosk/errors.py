@@ -25,8 +25,12 @@ class CameraError(HardwareError):
     """The camera could not deliver a frame."""
 
 
-class CameraExhausted(CameraError, StopIteration):
-    """A replay camera has no frames left."""
+class CameraExhausted(CameraError, EOFError):
+    """A replay camera has no frames left.
+
+    An EOFError, not a StopIteration: raised inside a generator, a StopIteration is turned
+    into a RuntimeError (PEP 479), and the loop would report a crash instead of a finished replay.
+    """
 
 
 class UnreadableImage(CameraError, OSError):

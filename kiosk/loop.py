@@ -34,6 +34,7 @@ def run(kiosk: Kiosk, camera: Camera, stop: threading.Event, on_result=lambda r:
         idle_after: float = 5.0, updates: Updates | None = None) -> None:
     """Run until *stop* is set or a replay camera runs out; every result goes to *on_result*.
 
+    *camera* is the one the hardware factory gave (``kiosk.camera``), or one a test holds.
     *updates* (programme, keys from the hub) are applied here, between frames, never mid-scan.
     """
     presses: queue.SimpleQueue[None] = queue.SimpleQueue()

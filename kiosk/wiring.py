@@ -1,14 +1,15 @@
-"""Build a Kiosk from configuration: the one place that chooses backends."""
+"""Build a Kiosk from configuration: keys, ledger, the config the hub pushed, and the four
+devices the hardware factory (``kiosk/hardware/factory.py``) gives."""
 
 from __future__ import annotations
+
+from contextlib import ExitStack, closing
 
 from kiosk.app import Kiosk
 from kiosk.clock import Clock, SystemClock, boot_id
 from kiosk.config import KioskConfig
-from kiosk.display.device import open_display
 from kiosk.errors import ConfigError
-from kiosk.hardware.decoder import open_decoder
-from kiosk.hardware.panel import FrontPanel, make_pin_factory
+from kiosk.hardware.factory import HardwareFactory, hardware_factory
 from kiosk.ledger import Ledger
 from kiosk.protocol.passes import KeyRing, PassVerifier
 from kiosk.session import CounterSession
@@ -83,27 +84,38 @@ def effective_config(config: KioskConfig) -> KioskConfig:
     return config.model_copy(update={"program": fleet.program(), "hardware": fleet.hardware()})
 
 
-def build_kiosk(config: KioskConfig, *, clock: Clock | None = None, with_panel: bool = True) -> Kiosk:
+def build_kiosk(config: KioskConfig, *, clock: Clock | None = None, hardware: HardwareFactory | None = None,
+                live: bool = True) -> Kiosk:
     """Open every stage the config (and the config the hub pushed) names; raises ConfigError /
-    HardwareError with a fix."""
+    HardwareError with a fix.
+
+    *hardware* defaults to the factory ``[hardware]`` chooses. ``live=False`` (the one-shot
+    commands ``scan-image`` and ``redeem``) opens neither the camera nor the front panel, which
+    the running kiosk holds.
+    """
     clock = clock or SystemClock()
     keyring = load_keyring(config)
-    ledger = Ledger(ledger_path(config))
-    config = effective_config(config)
-    hw = config.hardware
-    boot = boot_id()
-    panel = None
-    if with_panel:
-        panel = FrontPanel(hw.led_pin, hw.buzzer_pin, hw.button_pin, pin_factory=make_pin_factory(hw.backend))
-    return Kiosk(
-        shop_name=config.kiosk.shop_name,
-        decoder=open_decoder(hw.decoder),
-        verifier=PassVerifier(merchant_of(config), keyring),
-        program=config.program,
-        ledger=ledger,
-        session=CounterSession(ledger, clock, config.kiosk.counter_seconds, boot),
-        clock=clock,
-        boot=boot,
-        display=open_display(hw.display_kind(), hw.i2c_port, hw.i2c_address),
-        panel=panel,
-    )
+    with ExitStack() as opened:  # what was opened is closed again if a later stage fails
+        ledger = Ledger(ledger_path(config))
+        opened.callback(ledger.close)
+        config = effective_config(config)
+        hardware = hardware or hardware_factory(config.hardware)
+        decoder, display = hardware.decoder(), hardware.display()
+        camera = opened.enter_context(closing(hardware.camera())) if live else None
+        panel = opened.enter_context(closing(hardware.panel())) if live else None
+        boot = boot_id()
+        kiosk = Kiosk(
+            shop_name=config.kiosk.shop_name,
+            decoder=decoder,
+            verifier=PassVerifier(merchant_of(config), keyring),
+            program=config.program,
+            ledger=ledger,
+            session=CounterSession(ledger, clock, config.kiosk.counter_seconds, boot),
+            clock=clock,
+            boot=boot,
+            display=display,
+            panel=panel,
+            camera=camera,
+        )
+        opened.pop_all()
+    return kiosk

@@ -17,6 +17,7 @@ from kiosk.config import load_config
 from kiosk.wiring import build_kiosk
 
 from hubdb import PG_USED, pg_server  # noqa: F401  (one PostgreSQL server for the whole session)
+from pihost import on_a_pi
 
 MERCHANT = "cafe-rosa"
 START = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)  # a Monday
@@ -63,13 +64,47 @@ def clock() -> FakeClock:
     return FakeClock(START)
 
 
+BACKENDS = ["sim", pytest.param("pi", marks=pytest.mark.pi)]
+"""Every scenario on the ``kiosk`` fixture runs on each: simulated here, real on a Raspberry Pi."""
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``pi`` need a Raspberry Pi's camera, GPIO and OLED: skipped anywhere else."""
+    if on_a_pi():
+        return
+    skip = pytest.mark.skip(reason="needs a real Raspberry Pi (camera, GPIO pins, I2C OLED)")
+    for item in items:
+        if item.get_closest_marker("pi") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    """The hardware backend (``[hardware] backend``) the kiosk of a scenario runs on."""
+    return request.param
+
+
+def open_kiosk(kiosk_dir: Path, clock: FakeClock, backend: str = "sim"):
+    config = load_config(None, env={}, kiosk__data_dir=str(kiosk_dir), kiosk__shop_name="Cafe Rosa",
+                         hardware__backend=backend)
+    return build_kiosk(config, clock=clock)
+
+
 @pytest.fixture
-def kiosk(kiosk_dir: Path, clock: FakeClock):
-    config = load_config(None, env={}, kiosk__data_dir=str(kiosk_dir), kiosk__shop_name="Cafe Rosa")
-    k = build_kiosk(config, clock=clock)
+def kiosk(kiosk_dir: Path, clock: FakeClock, backend: str):
+    """A kiosk from the hardware factory: its panel's ``history`` and display's ``shown`` say
+    what the counter saw and heard, on either backend."""
+    k = open_kiosk(kiosk_dir, clock, backend)
     yield k
-    k.panel.close()
-    k.ledger.close()
+    k.close()
+
+
+@pytest.fixture
+def sim_kiosk(kiosk_dir: Path, clock: FakeClock):
+    """A kiosk on simulated hardware only: for tests that press the mock button or read pin states."""
+    k = open_kiosk(kiosk_dir, clock)
+    yield k
+    k.close()
 
 
 @pytest.fixture

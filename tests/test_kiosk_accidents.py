@@ -27,7 +27,7 @@ from kiosk.config import load_config
 from kiosk.display import screens
 from kiosk.display.texts import reason
 from kiosk.hardware import scenes
-from kiosk.hardware.camera import VirtualCamera
+from kiosk.hardware.panel import Signal
 from kiosk.ledger import Ledger
 from kiosk.loop import run as run_loop
 from kiosk.status import StatusBoard
@@ -48,6 +48,7 @@ def save_pass(path: Path, url: str, seed: int) -> Path:
 
 
 # -- (a) a relative --config naming a relative password_file --------------------------------------
+@pytest.mark.slow  # spawns a process
 def test_a_relative_config_with_a_relative_password_file_loads(tmp_path, kiosk_dir, monkeypatch):
     bundle = tmp_path / "bundle"
     bundle.mkdir()
@@ -66,6 +67,7 @@ def test_a_relative_config_with_a_relative_password_file_loads(tmp_path, kiosk_d
 
 
 # -- (b) `run` on a data dir without keys -------------------------------------------------------
+@pytest.mark.slow  # spawns a process
 def test_run_without_keys_gives_the_same_message_as_scan_image(tmp_path):
     empty = tmp_path / "empty"
     frame = save_pass(tmp_path / "f.png", "https://example.com/x", 1)
@@ -78,6 +80,7 @@ def test_run_without_keys_gives_the_same_message_as_scan_image(tmp_path):
 
 
 # -- (c) `run` ends without a gpiozero thread traceback -----------------------------------------
+@pytest.mark.slow  # spawns a process
 def test_run_exits_cleanly_while_the_led_still_blinks(hub, kiosk_dir, tmp_path):
     frames = tmp_path / "frames"
     frames.mkdir()
@@ -91,6 +94,7 @@ def test_run_exits_cleanly_while_the_led_still_blinks(hub, kiosk_dir, tmp_path):
 
 
 # -- (d) a clean stop waits for the outbox -----------------------------------------------------
+@pytest.mark.slow  # spawns a process
 def test_replay_stops_only_after_the_hub_acked_its_last_events(hub, kiosk_dir, tmp_path):
     """The last frame's events are written just before the replay ends: the stop must wait for them."""
     broker = Mosquitto(tmp_path / "broker").start()
@@ -122,6 +126,7 @@ def test_replay_stops_only_after_the_hub_acked_its_last_events(hub, kiosk_dir, t
         store.close()
 
 
+@pytest.mark.slow  # spawns a process
 def test_a_stop_without_a_broker_says_what_is_left(hub, kiosk_dir, tmp_path):
     from mosquitto import free_port
 
@@ -181,7 +186,7 @@ class LiveKiosk:
         config = load_config(None, env={}, kiosk__data_dir=str(data_dir), kiosk__shop_name="Cafe Rosa")
         self.kiosk = build_kiosk(config, clock=FakeClock(START))
         self.kiosk.status = self.status = StatusBoard()
-        self.camera = VirtualCamera()
+        self.camera = self.kiosk.camera  # the simulated backend's VirtualCamera
         self.results: queue.Queue = queue.Queue()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=run_loop, args=(self.kiosk, self.camera, self.stop, self.results.put))
@@ -200,6 +205,7 @@ class LiveKiosk:
 OUT_OF_ORDER = screens.Rejected("out_of_order", "en")
 
 
+@pytest.mark.slow  # spawns a process
 def test_a_full_disk_shows_out_of_order_and_the_loop_lives_on(hub, tmp_path, tiny_disk):
     data = tiny_disk / "kiosk"
     hub.export("cafe-rosa", data / "keys.json")
@@ -210,13 +216,14 @@ def test_a_full_disk_shows_out_of_order_and_the_loop_lives_on(hub, tmp_path, tin
         filler = fill(tiny_disk)
         refused = live.scan(ben.url, 2)
         assert refused.outcome == "out_of_order" and "database or disk is full" in refused.reason
-        assert live.kiosk.last_screen == OUT_OF_ORDER
+        assert live.kiosk.display.shown[-1] == OUT_OF_ORDER
+        assert live.kiosk.panel.history[-1].signal == Signal.REJECTED
         assert reason("en", "out_of_order") == ("Out of order", "call staff")
         assert live.kiosk.display.image.tobytes() == screens.render(OUT_OF_ORDER).tobytes()
         assert "database or disk is full" in live.status.last_error()
         assert live.thread.is_alive()
         live.kiosk.show_idle()  # the idle screen keeps saying so while the ledger fails
-        assert live.kiosk.last_screen == OUT_OF_ORDER
+        assert live.kiosk.display.shown[-1] == OUT_OF_ORDER
         filler.unlink()  # staff free some space: the next scan works again, nothing restarted
         assert (live.scan(carl.url, 3).outcome, live.status.last_error()) == ("stamped", None)
         assert live.scan(ben.url, 4).outcome == "stamped"
@@ -249,7 +256,7 @@ def test_a_corrupt_ledger_page_shows_out_of_order_and_keeps_the_earlier_stamps(h
     try:
         broken = live.scan(anna.url, 3)
         assert broken.outcome == "out_of_order" and "malformed" in broken.reason
-        assert live.kiosk.last_screen == OUT_OF_ORDER and "malformed" in live.status.last_error()
+        assert live.kiosk.display.shown[-1] == OUT_OF_ORDER and "malformed" in live.status.last_error()
         assert live.scan(ben.url, 4).outcome == "out_of_order"  # and again: the loop did not die
         assert live.thread.is_alive()
     finally:

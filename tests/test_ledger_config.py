@@ -7,6 +7,7 @@ import pytest
 
 from kiosk.config import load_config
 from kiosk.errors import ConfigError
+from kiosk.hardware.factory import hardware_factory
 from kiosk.ledger import Ledger
 from kiosk.rules import Entry, Program
 
@@ -41,8 +42,8 @@ def test_config_file_env_and_overrides(tmp_path):
     config = load_config(path, env={"STEMPEL_HARDWARE": "sim"})
     assert config.kiosk.id == "counter-2"
     assert config.kiosk.data_dir == tmp_path / "data"  # relative to the file
-    assert config.hardware.backend == "sim" and config.hardware.camera_kind() == "virtual"
-    assert load_config(path, env={}).hardware.camera_kind() == "picamera2"
+    assert hardware_factory(config.hardware).camera_kind == "virtual"  # STEMPEL_HARDWARE=sim
+    assert hardware_factory(load_config(path, env={}).hardware).camera_kind == "picamera2"
     assert load_config(path, env={}, kiosk__data_dir="/x").kiosk.data_dir.as_posix() == "/x"
 
 

@@ -1,23 +1,32 @@
 """The whole scan path on simulated hardware, with real QR decoding of rendered frames.
 
 Passes are drawn onto 640x480 camera-like frames (phone in a hand: rotation, perspective,
-blur, noise, glare, low contrast); the test asserts who was stamped and what the counter
-saw, heard and what the ledger holds.
+blur, noise, glare, low contrast); the test asserts who was stamped, what the counter saw
+and heard (on the display and the front panel themselves: the ``shown`` screens and the
+panel's ``history``) and what the ledger holds. The ``kiosk`` fixture runs each scenario on
+the simulated backend, and on a real Raspberry Pi too (``pi`` marker).
 """
 
-from datetime import timedelta
+import queue
+import threading
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 import segno
 from PIL import Image
 
+from kiosk.clock import FakeClock
+from kiosk.config import load_config
 from kiosk.display import screens
 from kiosk.hardware import scenes
 from kiosk.hardware.camera import Frame
 from kiosk.hardware.decoder import ZxingDecoder
 from kiosk.hardware.panel import Signal
 from kiosk.ledger import SCAN_REJECTED
+from kiosk.loop import run as run_loop
+from kiosk.rules.program import Program, Pulses
+from kiosk.wiring import build_kiosk
 
 LOOKS = {
     "flat": scenes.Look(),
@@ -36,13 +45,23 @@ def frame_of(texts, rng, look=None, source="frame") -> Frame:
     return Frame(scenes.render(texts, rng, look), source=source)
 
 
+def screen(kiosk) -> screens.Screen:
+    """What the display shows now."""
+    return kiosk.display.shown[-1]
+
+
+def signals(kiosk) -> list[Signal]:
+    """Everything the front panel has played, in order."""
+    return [played.signal for played in kiosk.panel.history]
+
+
 @pytest.mark.parametrize("look", LOOKS.values(), ids=LOOKS.keys())
 def test_pass_on_a_phone_is_read_and_stamped(kiosk, hub, rng, look):
     anna = hub.issue("Anna")
     result = kiosk.handle_frame(frame_of(anna.url, rng, look))
     assert (result.outcome, result.member, result.balance) == ("stamped", anna.member, 1)
     assert [e.event_id for e in kiosk.ledger.events(anna.member)] == result.event_ids
-    assert kiosk.last_screen == screens.Stamped(1, 10)
+    assert (screen(kiosk), signals(kiosk)) == (screens.Stamped(1, 10), [Signal.STAMPED])
 
 
 def test_zxing_backend_reads_the_same_frames(kiosk, hub, rng):
@@ -59,21 +78,45 @@ def test_ten_visits_earn_the_reward_and_the_button_redeems_it(kiosk, hub, rng, c
         clock.advance(2 * 3600)
         outcomes.append(kiosk.handle_frame(frame_of(anna.url, rng)).outcome)
     assert outcomes == ["stamped"] * 9 + ["reward_ready"]
-    assert kiosk.last_screen == screens.RewardReady("Free coffee", 10, 10)
+    assert screen(kiosk) == screens.RewardReady("Free coffee", 10, 10)
+    assert signals(kiosk) == [Signal.STAMPED] * 9 + [Signal.REWARD_READY]
     clock.advance(5)  # staff press the button while the customer is at the counter
     redeemed = kiosk.press_button()
     assert (redeemed.outcome, redeemed.balance, redeemed.reward) == ("redeemed", 0, "free-coffee")
     assert kiosk.ledger.member_state(anna.member, kiosk.program).balance == 0
+    assert (screen(kiosk), signals(kiosk)[-1]) == (screens.Redeemed("Free coffee", 0), Signal.REDEEMED)
     again = kiosk.press_button()
     assert (again.outcome, again.reason) == ("nothing_to_redeem", "no_reward_ready")
+    assert (screen(kiosk), signals(kiosk)[-1]) == (screens.NothingToRedeem(), Signal.NOTHING_TO_REDEEM)
 
 
 def test_button_with_nobody_at_the_counter_gives_a_distinct_signal(kiosk, clock):
-    led_before = len(kiosk.panel.led.pin.states)
     result = kiosk.press_button()
     assert (result.outcome, result.reason) == ("nothing_to_redeem", "no_customer")
-    assert kiosk.last_screen == screens.NothingToRedeem()
-    assert len(kiosk.panel.led.pin.states) > led_before  # the LED pattern started
+    assert (screen(kiosk), signals(kiosk)) == (screens.NothingToRedeem(), [Signal.NOTHING_TO_REDEEM])
+
+
+def test_the_staff_button_on_the_panel_redeems_and_the_led_blinks(sim_kiosk, hub, rng):
+    """The mock button pressed through gpiozero, the mock LED's pin driven: simulated pins only."""
+    program = Program(rewards=({"id": "free-coffee", "name": "Free coffee", "cost": 1},))
+    sim_kiosk.apply_program(program)
+    camera, results, stop = sim_kiosk.camera, queue.Queue(), threading.Event()
+    loop = threading.Thread(target=run_loop, args=(sim_kiosk, camera, stop, results.put))
+    loop.start()
+    try:
+        camera.present(scenes.render(hub.issue("Anna").url, rng), source="anna")
+        assert results.get(timeout=20).outcome == "reward_ready"
+        sim_kiosk.panel.led.pin.clear_states()
+        sim_kiosk.panel.button.pin.drive_low()
+        sim_kiosk.panel.button.pin.drive_high()
+        assert results.get(timeout=20).outcome == "redeemed"
+    finally:
+        stop.set()
+        loop.join(10)
+    assert [f.source for f in camera.frames_shown] == ["anna"]
+    assert signals(sim_kiosk) == [Signal.REWARD_READY, Signal.REDEEMED]
+    assert any(s.state for s in sim_kiosk.panel.led.pin.states)  # the LED pattern started on the pin
+    assert sim_kiosk.display.images[-1].tobytes() == screens.render(screens.Redeemed("Free coffee", 0)).tobytes()
 
 
 def test_counter_session_expires(kiosk, hub, rng, clock):
@@ -90,7 +133,7 @@ def test_same_pass_twice_inside_the_cooldown_is_one_stamp(kiosk, hub, rng, clock
     second = kiosk.handle_frame(frame_of(anna.url, rng))
     assert (first.outcome, second.outcome) == ("stamped", "already_stamped")
     assert second.balance == 1 and second.event_ids == []
-    assert kiosk.last_screen == screens.AlreadyStamped(1, 10, 40)
+    assert (screen(kiosk), signals(kiosk)[-1]) == (screens.AlreadyStamped(1, 10, 40), Signal.ALREADY_STAMPED)
     assert kiosk.ledger.member_state(anna.member, kiosk.program).balance == 1
     clock.advance(41 * 60)
     assert kiosk.handle_frame(frame_of(anna.url, rng)).outcome == "stamped"
@@ -140,7 +183,7 @@ def test_bad_codes_are_rejected_with_reasons_and_the_loop_keeps_going(kiosk, hub
         result = kiosk.handle_frame(frame)
         assert (result.outcome, result.reason) == (outcome, reason), name
         if outcome == "rejected":
-            assert kiosk.last_screen == screens.Rejected(reason), name
+            assert (screen(kiosk), signals(kiosk)[-1]) == (screens.Rejected(reason), Signal.REJECTED), name
     rejected = [e for e in kiosk.ledger.events() if e.kind == SCAN_REJECTED]
     assert [e.reason for e in rejected] == [c[3] for c in cases if c[2] == "rejected"]
     assert all(e.member is None and e.delta == 0 for e in rejected)
@@ -151,14 +194,27 @@ def test_bad_codes_are_rejected_with_reasons_and_the_loop_keeps_going(kiosk, hub
 
 def test_each_outcome_has_its_own_signal(kiosk, hub, rng, clock):
     anna = hub.issue("Anna")
-    seen = []
-    for action in (lambda: kiosk.handle_frame(frame_of(anna.url, rng)),
-                   lambda: kiosk.handle_frame(frame_of(anna.url, rng)),
-                   lambda: kiosk.handle_frame(frame_of("https://example.com", rng)),
-                   lambda: (clock.advance(60), kiosk.press_button())):
-        action()
-        seen.append(kiosk.last_signal)
-    assert seen == [Signal.STAMPED, Signal.ALREADY_STAMPED, Signal.REJECTED, Signal.NOTHING_TO_REDEEM]
+    kiosk.handle_frame(frame_of(anna.url, rng))
+    kiosk.handle_frame(frame_of(anna.url, rng))
+    kiosk.handle_frame(frame_of("https://example.com", rng))
+    kiosk.handle_frame(Frame(np.full((480, 640), 128, np.uint8), "empty counter"))  # no code: nothing played
+    clock.advance(60)
+    kiosk.press_button()
+    assert signals(kiosk) == [Signal.STAMPED, Signal.ALREADY_STAMPED, Signal.REJECTED, Signal.NOTHING_TO_REDEEM]
+    assert [type(s) for s in kiosk.display.shown][-4:] == [screens.Stamped, screens.AlreadyStamped,
+                                                           screens.Rejected, screens.NothingToRedeem]
+
+
+def test_the_panel_plays_the_programmes_feedback_patterns(kiosk, hub, rng):
+    """[feedback] in the programme decides the LED and the beep; what it leaves out stays as it was."""
+    quiet = Program(feedback={"rejected": {"buzzer": {"n": 0}}, "stamped": {"led": {"on": 0.2, "n": 2}}})
+    kiosk.apply_program(quiet)
+    kiosk.handle_frame(frame_of("https://example.com/menu", rng))
+    kiosk.handle_frame(frame_of(hub.issue("Anna").url, rng))
+    rejected, stamped = kiosk.panel.history
+    assert (rejected.signal, rejected.buzzer.n, rejected.led) == (Signal.REJECTED, 0, Program().feedback.rejected.led)
+    assert (stamped.signal, stamped.led, stamped.buzzer) == (Signal.STAMPED, Pulses(on=0.2, off=0.1, n=2),
+                                                             Program().feedback.stamped.buzzer)
 
 
 SAMPLE_URL = ("HTTPS://STEMPEL.EXAMPLE/P/1.SI6FZ7.CAFE-ROSA.MKGK7YK52V.MSWPNV5GEKND2DQR6ILKBSLQ2BIRBQJ2O2M37HY4"
@@ -203,3 +259,37 @@ def test_after_a_reboot_a_clock_behind_the_last_visit_never_grants(kiosk, hub, r
     assert kiosk.handle_frame(frame_of(anna.url, rng)).outcome == "already_stamped"
     clock.advance(3 * 3600)
     assert kiosk.handle_frame(frame_of(anna.url, rng)).outcome == "stamped"
+
+
+class TickingClock(FakeClock):
+    """A clock that moves on by *step* seconds after every reading, so two readings never agree."""
+
+    def __init__(self, start: datetime, step: float) -> None:
+        super().__init__(start)
+        self.step = timedelta(seconds=step)
+
+    def now(self) -> datetime:
+        at, self.wall = self.wall, self.wall + self.step
+        return at
+
+    def monotonic(self) -> float:
+        at, self.mono = self.mono, self.mono + self.step.total_seconds()
+        return at
+
+
+def test_a_scan_is_decided_and_committed_at_one_instant(kiosk_dir, hub, rng, backend):
+    """A happy hour ends while the clock ticks 20 minutes per reading: the bonus the decision gave
+    is in the ledger at the time it was given, never after the happy hour."""
+    opens = datetime(2026, 3, 2, 9, 20, tzinfo=timezone.utc)  # 10:20 in Berlin, happy hour until 10:30
+    config = load_config(None, env={}, kiosk__data_dir=str(kiosk_dir), hardware__backend=backend)
+    kiosk = build_kiosk(config, clock=TickingClock(opens, step=20 * 60), live=False)
+    kiosk.apply_program(Program(campaigns=({"id": "happy-hour", "name": "Happy hour", "bonus": 5,
+                                             "start_time": "10:00", "end_time": "10:30"},)))
+    try:
+        result = kiosk.handle_frame(frame_of(hub.issue("Anna").url, rng))
+        events = kiosk.ledger.events()
+    finally:
+        kiosk.close()
+    assert result.outcome == "stamped" and {"base-rate", "campaign:happy-hour"} <= {e.rule for e in events}
+    assert {e.occurred_at for e in events} == {opens}  # the instant the decision saw, not a later reading
+    assert len({e.mono_ns for e in events}) == 1

@@ -1,5 +1,6 @@
 """Hardware behind small interfaces: camera, decoder, front panel (LED, buzzer, button).
 
-Each interface has its real backend first and a simulated one beside it, chosen by
-configuration and imported only when chosen (as gpiozero does with pin factories).
+``factory.py`` is the one place that opens them (and the display): the ``pi`` backend's
+real devices or the ``sim`` backend's recording fakes, chosen by ``[hardware] backend``
+and imported only when chosen, as gpiozero does with pin factories.
 """

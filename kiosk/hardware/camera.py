@@ -1,7 +1,8 @@
 """Cameras: where frames come from.
 
-Backends: ``picamera2`` (the Pi camera, imported lazily), ``opencv`` (a USB webcam),
+Kinds: ``picamera2`` (the Pi camera, imported lazily), ``opencv`` (a USB webcam),
 ``replay`` (image files or arrays, in order) and ``virtual`` (frames pushed in by code).
+Which backend offers which kind, and which is opened, is decided in ``factory.py``.
 A frame is a 2-D ``uint8`` grayscale array: the Y plane the Pi camera gives for free,
 and what every QR decoder wants.
 """
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +33,8 @@ class Frame:
 
 
 class Camera(Protocol):
+    name: str
+
     def capture(self, timeout: float | None = None) -> Frame | None:
         """Return the next frame, or None if none arrived within *timeout* seconds."""
 
@@ -59,6 +63,8 @@ def load_image(path: Path | str) -> np.ndarray:
 class ReplayCamera:
     """Plays back image files or arrays in order; raises CameraExhausted at the end."""
 
+    name = "replay"
+
     def __init__(self, items: Iterable[Path | str | np.ndarray | Image.Image]) -> None:
         self._items = list(items)
         self._next = 0
@@ -84,13 +90,21 @@ class ReplayCamera:
 
 
 class VirtualCamera:
-    """A camera whose scene is set by code: ``present(frame)`` puts a frame in view."""
+    """A camera whose scene is set by code: ``present(frame)`` puts a frame in view.
 
-    def __init__(self) -> None:
+    ``frames_shown`` keeps the last ``keep`` frames presented, in order, for tests to read.
+    """
+
+    name = "virtual"
+
+    def __init__(self, keep: int = 100) -> None:
         self._frames: queue.Queue[Frame] = queue.Queue()
+        self.frames_shown: deque[Frame] = deque(maxlen=keep)
 
     def present(self, image: Image.Image | np.ndarray, source: str = "virtual") -> None:
-        self._frames.put(Frame(to_gray(image), source=source))
+        frame = Frame(to_gray(image), source=source)
+        self.frames_shown.append(frame)
+        self._frames.put(frame)
 
     def capture(self, timeout: float | None = None) -> Frame | None:
         try:
@@ -105,13 +119,15 @@ class VirtualCamera:
 class PiCamera:
     """The Raspberry Pi camera through picamera2; frames are the Y plane of YUV420."""
 
+    name = "picamera2"
+
     def __init__(self, width: int = 640, height: int = 480) -> None:
         try:
             from picamera2 import Picamera2  # only on a Pi
         except ImportError as exc:
             raise BackendUnavailable(
                 "camera 'picamera2' needs picamera2: run `sudo apt install python3-picamera2` "
-                "or `pip install stempel[pi]`, or set camera = \"replay\" to simulate"
+                "or `pip install stempel[pi]`"
             ) from exc
         self._size = (width, height)
         self._cam = Picamera2()
@@ -131,6 +147,8 @@ class PiCamera:
 
 class OpenCVCamera:
     """A USB webcam through OpenCV (``pip install opencv-python-headless``)."""
+
+    name = "opencv"
 
     def __init__(self, index: int = 0, width: int = 640, height: int = 480) -> None:
         try:
@@ -153,15 +171,3 @@ class OpenCVCamera:
     def close(self) -> None:
         self._cap.release()
 
-
-def open_camera(kind: str, replay: Sequence[Path | str] = (), width: int = 640, height: int = 480) -> Camera:
-    """Open the camera backend named *kind*; only the chosen backend's library is imported."""
-    if kind == "picamera2":
-        return PiCamera(width, height)
-    if kind == "opencv":
-        return OpenCVCamera(0, width, height)
-    if kind == "replay":
-        return ReplayCamera(replay)
-    if kind == "virtual":
-        return VirtualCamera()
-    raise CameraError(f"unknown camera {kind!r}: use picamera2, opencv, replay or virtual")

@@ -82,10 +82,14 @@ class ZxingDecoder:
         return [bytes(result.bytes) for result in found if result.valid]
 
 
+DECODERS: dict[str, type] = {"pyzbar": PyzbarDecoder, "zxing": ZxingDecoder}
+"""Every decoder, by the name ``[hardware] decoder`` gives; both backends offer all of them."""
+
+
 def open_decoder(kind: str) -> Decoder:
-    """Open the decoder backend named *kind*."""
-    if kind == "pyzbar":
-        return PyzbarDecoder()
-    if kind == "zxing":
-        return ZxingDecoder()
-    raise DecoderError(f"unknown decoder {kind!r}: use pyzbar or zxing")
+    """Open the decoder named *kind*; raises DecoderError for an unknown name, BackendUnavailable
+    (with the package to install) when its library is missing."""
+    decoder = DECODERS.get(kind)
+    if decoder is None:
+        raise DecoderError(f"unknown decoder {kind!r}: use {' or '.join(DECODERS)}")
+    return decoder()

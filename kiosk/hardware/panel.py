@@ -1,21 +1,25 @@
 """The front panel: status LED, buzzer and the staff button, built from gpiozero devices.
 
-On a Pi gpiozero picks its real pin factory; simulated, it gets gpiozero's own
-``MockFactory``, so tests press the button with ``pin.drive_low()`` and read the LED's
-and buzzer's recorded pin ``states``.
+The panel never chooses its pins' backend: ``factory.py`` passes gpiozero's default pin
+factory on a Pi and gpiozero's own ``MockFactory`` when simulated, so tests press the
+button with ``pin.drive_low()`` and read the LED's and buzzer's recorded pin ``states``.
+What to play for each outcome comes from the programme (``[feedback]``), not from here.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 from kiosk.errors import BackendUnavailable
+from kiosk.rules.program import Cue, Pulses
 
 
 class Signal(str, Enum):
-    """What the panel tells the counter; each has its own LED and buzzer pattern."""
+    """What the panel tells the counter; the programme's ``[feedback]`` has a cue for each."""
 
     STAMPED = "stamped"
     REWARD_READY = "reward_ready"
@@ -26,55 +30,39 @@ class Signal(str, Enum):
 
 
 @dataclass(frozen=True)
-class Pattern:
-    """Blink/beep timing: *n* pulses of *on* seconds with *off* seconds between."""
+class Played:
+    """One signal the panel played, with the LED and buzzer patterns it played for it."""
 
-    on: float
-    off: float
-    n: int
-
-    @property
-    def seconds(self) -> float:
-        return self.n * (self.on + self.off)
+    signal: Signal
+    led: Pulses
+    buzzer: Pulses
 
 
-LED_PATTERNS: dict[Signal, Pattern] = {
-    Signal.STAMPED: Pattern(0.4, 0.1, 1),
-    Signal.REWARD_READY: Pattern(0.15, 0.15, 5),
-    Signal.ALREADY_STAMPED: Pattern(0.1, 0.1, 2),
-    Signal.REDEEMED: Pattern(0.8, 0.1, 1),
-    Signal.REJECTED: Pattern(0.05, 0.05, 8),
-    Signal.NOTHING_TO_REDEEM: Pattern(0.1, 0.3, 4),
-}
-BUZZER_PATTERNS: dict[Signal, Pattern] = {
-    Signal.STAMPED: Pattern(0.08, 0.05, 1),
-    Signal.REWARD_READY: Pattern(0.08, 0.06, 3),
-    Signal.ALREADY_STAMPED: Pattern(0.05, 0.1, 2),
-    Signal.REDEEMED: Pattern(0.4, 0.1, 1),
-    Signal.REJECTED: Pattern(0.6, 0.1, 1),
-    Signal.NOTHING_TO_REDEEM: Pattern(0.05, 0.25, 4),
-}
+class Panel(Protocol):
+    """The front panel as the kiosk uses it; ``history`` is what it was asked to play."""
 
+    history: deque[Played]
 
-def make_pin_factory(backend: str):
-    """Return gpiozero's MockFactory for ``sim``, or None (gpiozero's default) for ``pi``."""
-    if backend == "sim":
-        from gpiozero.pins.mock import MockFactory
+    def signal(self, signal: Signal, cue: Cue, wait: bool = False) -> None: ...
 
-        return MockFactory()
-    if backend == "pi":
-        return None
-    raise ValueError(f"unknown hardware backend {backend!r}: use 'pi' or 'sim'")
+    def on_press(self, callback: Callable[[], None] | None) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class FrontPanel:
-    """LED + buzzer + button, like gpiozero's TrafficHat: plain composition of devices."""
+    """LED + buzzer + button, like gpiozero's TrafficHat: plain composition of devices.
 
-    def __init__(self, led_pin: int, buzzer_pin: int, button_pin: int, pin_factory=None) -> None:
+    ``history`` keeps the last *keep* signals played, on every backend: the scenario tests
+    read it on simulated pins and on a real Pi alike (a test hook that costs a deque).
+    """
+
+    def __init__(self, led_pin: int, buzzer_pin: int, button_pin: int, pin_factory=None, keep: int = 1000) -> None:
         from gpiozero import LED, Button, Buzzer
         from gpiozero.exc import BadPinFactory
 
         self._closed = False
+        self.history: deque[Played] = deque(maxlen=keep)
         try:
             self.led = LED(led_pin, pin_factory=pin_factory)
             self.buzzer = Buzzer(buzzer_pin, pin_factory=pin_factory)
@@ -92,16 +80,18 @@ class FrontPanel:
         elif self.button.when_pressed is not None:  # gpiozero warns about clearing an unset callback
             self.button.when_pressed = None
 
-    def signal(self, signal: Signal, wait: bool = False) -> None:
-        """Play the LED and buzzer pattern for *signal*; in the background unless *wait*.
+    def signal(self, signal: Signal, cue: Cue, wait: bool = False) -> None:
+        """Play *cue*'s LED and buzzer patterns for *signal*; in the background unless *wait*.
 
-        ``wait=True`` is for one-shot processes (``stempel-kiosk redeem``) that must not
-        exit before the beep has finished.
+        ``wait=True`` is for one-shot processes that must not exit before the pattern has
+        finished: the shorter pattern starts in the background, then the longer one in the
+        foreground, so both start together and the call returns when both are over.
         """
-        led, beep = LED_PATTERNS[signal], BUZZER_PATTERNS[signal]
-        # Every LED pattern lasts at least as long as its beep, so waiting for the LED is enough.
-        self.buzzer.beep(on_time=beep.on, off_time=beep.off, n=beep.n, background=True)
-        self.led.blink(on_time=led.on, off_time=led.off, n=led.n, background=not wait)
+        self.history.append(Played(signal, cue.led, cue.buzzer))
+        shorter, longer = sorted([(cue.led, self.led.blink), (cue.buzzer, self.buzzer.beep)],
+                                 key=lambda pair: pair[0].seconds)
+        for (pulses, play), background in ((shorter, True), (longer, not wait)):
+            play(on_time=pulses.on, off_time=pulses.off, n=pulses.n, background=background)
 
     def close(self) -> None:
         """Release the devices in order; safe to call twice.

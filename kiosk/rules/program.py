@@ -209,6 +209,81 @@ class Expiry(_Doc):
     inactive_months: int | None = Field(None, ge=1, le=120)
 
 
+MAX_PATTERN_SECONDS = 10.0
+"""The longest one LED or buzzer pattern may last: it must be over before the next customer."""
+
+DEFAULT_FEEDBACK: dict[str, dict[str, dict[str, float]]] = {
+    "stamped": {"led": {"on": 0.4, "off": 0.1, "n": 1}, "buzzer": {"on": 0.08, "off": 0.05, "n": 1}},
+    "reward_ready": {"led": {"on": 0.15, "off": 0.15, "n": 5}, "buzzer": {"on": 0.08, "off": 0.06, "n": 3}},
+    "already_stamped": {"led": {"on": 0.1, "off": 0.1, "n": 2}, "buzzer": {"on": 0.05, "off": 0.1, "n": 2}},
+    "redeemed": {"led": {"on": 0.8, "off": 0.1, "n": 1}, "buzzer": {"on": 0.4, "off": 0.1, "n": 1}},
+    "rejected": {"led": {"on": 0.05, "off": 0.05, "n": 8}, "buzzer": {"on": 0.6, "off": 0.1, "n": 1}},
+    "nothing_to_redeem": {"led": {"on": 0.1, "off": 0.3, "n": 4}, "buzzer": {"on": 0.05, "off": 0.25, "n": 4}},
+}
+"""The patterns every kiosk played before they were configurable; each one the owner leaves out."""
+
+
+class Pulses(_Doc):
+    """*n* pulses of *on* seconds with *off* seconds after each (an LED blink or a buzzer beep)."""
+
+    on: float = Field(gt=0, le=5, description="seconds on per pulse")
+    off: float = Field(ge=0, le=5, description="seconds off after each pulse")
+    n: int = Field(ge=0, le=20, description="pulses; 0 keeps the LED dark or the buzzer silent")
+
+    @property
+    def seconds(self) -> float:
+        return self.n * (self.on + self.off)
+
+    @model_validator(mode="after")
+    def _short(self) -> "Pulses":
+        if self.seconds > MAX_PATTERN_SECONDS:
+            raise ValueError(f"{self.n} pulses of {self.on} + {self.off} s last {self.seconds:g} s, more than "
+                             f"{MAX_PATTERN_SECONDS:g} s; the next customer would still hear it: use fewer or shorter pulses")
+        return self
+
+
+class Cue(_Doc):
+    """What the front panel does for one outcome."""
+
+    led: Pulses
+    buzzer: Pulses
+
+
+def _fill(given, default):
+    """*given* with what it leaves out taken from *default*, at every level; anything that is not a
+    table (a wrong type, an unknown key) is left as it is for validation to name."""
+    if not isinstance(given, dict) or not isinstance(default, dict):
+        return given
+    return {**default, **{key: _fill(value, default.get(key)) for key, value in given.items()}}
+
+
+class FeedbackPatterns(_Doc):
+    """``[feedback]``: the LED and buzzer pattern per outcome (screens follow ``language``).
+
+    Each outcome, and each of its ``led`` / ``buzzer`` tables, may be given in part: what is
+    left out keeps today's pattern (``DEFAULT_FEEDBACK``), e.g. ``[feedback.rejected]
+    buzzer = { on = 0.2, off = 0.1, n = 2 }`` changes only the beep of a refused pass.
+    """
+
+    stamped: Cue
+    reward_ready: Cue
+    already_stamped: Cue
+    redeemed: Cue
+    rejected: Cue
+    nothing_to_redeem: Cue
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, raw):
+        if not isinstance(raw, dict):
+            return raw
+        return {**raw, **{outcome: _fill(raw.get(outcome, {}), default) for outcome, default in DEFAULT_FEEDBACK.items()}}
+
+    def cue(self, outcome: str) -> Cue:
+        """The cue for *outcome* (a ``kiosk.hardware.panel.Signal`` value)."""
+        return getattr(self, outcome)
+
+
 class Program(_Doc):
     """A merchant's loyalty programme."""
 
@@ -222,6 +297,7 @@ class Program(_Doc):
     bonuses: Bonuses = Bonuses()
     limits: Limits = Limits(cooldown_minutes=60)
     expiry: Expiry = Expiry()
+    feedback: FeedbackPatterns = FeedbackPatterns()
 
     @field_validator("timezone")
     @classmethod

@@ -197,7 +197,7 @@ def convergence(n: int, timeout: float) -> dict:
     from cloud.keys import KeyStore
     from cloud.passes import init_merchant
     from cloud.store import default_url, open_store
-    from kiosk.bus import BusSettings, MqttBus
+    from kiosk.common.bus import BusSettings, MqttBus
     from kiosk.rules import load_program
 
     merchant = "bench-fleet"

@@ -15,8 +15,8 @@ from pathlib import Path
 import click
 
 from cloud.broker.accounts import ADMIN_USERNAME
-from kiosk.bus import BusSettings, MqttBus, Tls
-from kiosk.errors import ConfigError
+from kiosk.common.bus import BusSettings, MqttBus, Tls
+from kiosk.common.errors import ConfigError
 
 CONNECT_TIMEOUT = 10.0
 

@@ -14,7 +14,7 @@ from cloud.broker_client import admin_settings, broker_options, connect
 from cloud.broker import conf as broker_conf
 from cloud.keys import KeyStore
 from cloud.store import default_url, open_store
-from kiosk.errors import StempelError
+from kiosk.common.errors import StempelError
 
 DEFAULT_BASE_URL = "https://stempel.example"
 
@@ -256,7 +256,7 @@ def ingest(hub, mqtt_config, worker, host, port, username, password_file, ca_fil
 
     from cloud.events import EventStore
     from cloud.ingest import bus_settings, hub_mqtt_settings, serve
-    from kiosk import logs
+    from kiosk.common import logs
     from kiosk.protocol.event_schema import ClockWindow
     from kiosk.protocol.topics import INGEST_GROUP
 

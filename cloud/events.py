@@ -49,7 +49,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from cloud.conflicts import record_conflicts
 from cloud.store import (Conflict, DeadLetter, HubEvent, KioskProgress, LedgerOutbox, LedgerStream, RefusedEvent,
                          create_tables, utcnow)
-from kiosk.errors import MessageError
+from kiosk.common.errors import MessageError
 from kiosk.protocol.event_schema import INT64_MAX, ClockWindow, check_time, printable
 from kiosk.protocol.messages import (LEDGER_ID_PATTERN, MAX_PAYLOAD_BYTES, EventBatch, ItemsRefused, LedgerBatch,
                                      LedgerEntry, WireEvent, decode_items)

@@ -18,11 +18,10 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from cloud.hubkey import hub_signing_key
 from cloud.store import Base, Merchant, create_tables, utcnow
-from kiosk.bus import MqttBus
-from kiosk.errors import ConfigError
+from kiosk.common.bus import MqttBus
+from kiosk.common.errors import ConfigError
 from kiosk.protocol import signed, topics
 from kiosk.protocol.ids import check_id
-from kiosk.remote_config import SCHEMA
 from kiosk.rules.program import Program
 
 PUBLISH_TIMEOUT = 10.0
@@ -59,7 +58,8 @@ def prepare(engine: Engine, data_dir: Path, merchant: str, program: Program, kio
             raise ConfigError(f"unknown merchant {merchant!r}: run `stempel-hub init --merchant {merchant}` first")
         current = session.scalar(select(func.coalesce(func.max(ConfigRevision.version), 0)).where(
             ConfigRevision.merchant_id == merchant, ConfigRevision.kiosk_id == (kiosk or "")))
-        doc = signed.sign({"schema": SCHEMA, "merchant": merchant, "kiosk": kiosk, "version": (current or 0) + 1,
+        doc = signed.sign({"schema": signed.CONFIG_SCHEMA, "merchant": merchant, "kiosk": kiosk,
+                           "version": (current or 0) + 1,
                            "issued_at": utcnow().isoformat(), "program": program.model_dump(mode="json")}, key)
         session.add(ConfigRevision(merchant_id=merchant, kiosk_id=kiosk or "", version=doc["version"],
                                    document=json.dumps(doc)))

@@ -11,7 +11,7 @@ import queue
 import time
 from dataclasses import dataclass, field
 
-from kiosk.bus import Message, MqttBus
+from kiosk.common.bus import Message, MqttBus
 from kiosk.protocol import topics
 
 

@@ -41,8 +41,8 @@ from pathlib import Path
 from cloud.events import (MAX_ATTEMPTS, Attempts, DatabaseUnavailable, EventStore, OutboxBatch, Stored,
                           ingest_or_dead_letter)
 from cloud.sync_responder import SyncResponder
-from kiosk.bus import Bus, BusSettings, Message, MqttBus, Tls
-from kiosk.errors import BusError, ConfigError
+from kiosk.common.bus import Bus, BusSettings, Message, MqttBus, Tls
+from kiosk.common.errors import BusError, ConfigError
 from kiosk.protocol import topics
 from kiosk.protocol.messages import EventsAck, encode
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from kiosk.errors import KeyStoreError
+from kiosk.common.errors import KeyStoreError
 from kiosk.protocol.passes import key_id
 
 

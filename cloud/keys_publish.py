@@ -20,8 +20,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from cloud.hubkey import hub_signing_key
 from cloud.passes import export_keys
 from cloud.store import Base, Merchant, create_tables, utcnow
-from kiosk.bus import Bus
-from kiosk.errors import BusError
+from kiosk.common.bus import Bus
+from kiosk.common.errors import BusError
 from kiosk.protocol import signed, topics
 
 PUBLISH_TIMEOUT = 10.0

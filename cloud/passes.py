@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from cloud import pass_store
 from cloud.keys import KeyStore
 from cloud.store import Member, Merchant, SigningKey, active_keys, get_merchant
-from kiosk.errors import ConfigError
+from kiosk.common.errors import ConfigError
 from kiosk.protocol import qr
 from kiosk.protocol.ids import check_id
 from kiosk.protocol.passes import (SIGNATURE_DIGITS, TOKEN_VERSION, KeysDocument, PassSigner, check_base_url,

@@ -37,7 +37,7 @@ from cloud.fleet_store import BrokerAccount, ensure_tables, find_kiosk
 from cloud.hubkey import hub_keys_json
 from cloud.passes import export_keys
 from cloud.store import utcnow
-from kiosk.errors import ProvisioningError
+from kiosk.common.errors import ProvisioningError
 from kiosk.protocol import topics
 
 BUNDLE_OPTIONAL = ("ca.crt", "client.crt", "client.key")

@@ -17,8 +17,8 @@ import threading
 from sqlalchemy.exc import DBAPIError
 
 from cloud.events import EventStore
-from kiosk.bus import Bus, Message
-from kiosk.errors import BusError, MessageError
+from kiosk.common.bus import Bus, Message
+from kiosk.common.errors import BusError, MessageError
 from kiosk.protocol import topics
 from kiosk.protocol.messages import SyncRequest, SyncResponse, decode, encode
 

@@ -19,7 +19,7 @@ from typing import NamedTuple
 from kiosk.clock import Clock
 from kiosk.display import screens
 from kiosk.display.device import Display
-from kiosk.errors import DecoderError, LedgerError
+from kiosk.common.errors import DecoderError, LedgerError
 from kiosk.hardware.camera import Camera, Frame
 from kiosk.hardware.decoder import Decoder
 from kiosk.hardware.panel import Panel, Signal

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import click
 
-from kiosk import logs
+from kiosk.common import logs
 from kiosk.app import NO_CODE, ScanResult
 from kiosk.config import KioskConfig, load_config
-from kiosk.errors import StempelError, UnreadableImage
+from kiosk.common.errors import StempelError, UnreadableImage
 from kiosk.hardware.camera import Frame, load_image
 from kiosk.hardware.decoder import open_decoder
 from kiosk.rules.program import MAX_AMOUNT

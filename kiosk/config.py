@@ -12,10 +12,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kiosk.errors import ConfigError
+from kiosk.common.errors import ConfigError
 from kiosk.protocol.ids import check_id
 from kiosk.rules.program import Program, load_program
-from kiosk.tomlfile import explain, read_toml
+from kiosk.common.tomlfile import explain, read_toml
 
 DEFAULT_PATH = Path("/etc/stempel/kiosk.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/stempel")

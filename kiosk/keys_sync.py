@@ -18,14 +18,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from kiosk.atomic import write_atomic
-from kiosk.errors import ConfigError
+from kiosk.common.atomic import write_atomic
+from kiosk.common.errors import ConfigError
 from kiosk.protocol.passes import KeyRing
-from kiosk.protocol.signed import SignatureInvalid, verify
+from kiosk.protocol.signed import KEYS_SCHEMA, SignatureInvalid, verify
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "stempel.keys.v1"
+SCHEMA = KEYS_SCHEMA
 MAX_BYTES = 256 * 1024
 APPLIED, IGNORED, REJECTED = "applied", "ignored", "rejected"
 

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kiosk.errors import LedgerError
+from kiosk.common.errors import LedgerError
 from kiosk.protocol.ids import new_event_id
 from kiosk.rules.program import Program
 from kiosk.rules.state import Entry, MemberState, fold

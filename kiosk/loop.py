@@ -8,7 +8,7 @@ import threading
 import time
 
 from kiosk.app import Kiosk, ScanResult
-from kiosk.errors import CameraError, CameraExhausted, UnreadableImage
+from kiosk.common.errors import CameraError, CameraExhausted, UnreadableImage
 from kiosk.hardware.camera import Camera
 from kiosk.updates import Updates
 

@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kiosk.bus import Bus, Handler, Message
+from kiosk.common.bus import Bus, Handler, Message
 from kiosk.config_sync import FleetConfig
-from kiosk.errors import BusError, LedgerError, MessageError
+from kiosk.common.errors import BusError, LedgerError, MessageError
 from kiosk.keys_sync import APPLIED, REJECTED, KeysFollower
 from kiosk.ledger import Ledger
 from kiosk.ledger_follower import FollowerSettings, LedgerFollower

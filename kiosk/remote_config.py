@@ -23,16 +23,16 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from kiosk.atomic import write_atomic
+from kiosk.common.atomic import write_atomic
 from kiosk.config import HardwareSection
-from kiosk.errors import ConfigError
-from kiosk.protocol.signed import SignatureInvalid, verify
+from kiosk.common.errors import ConfigError
+from kiosk.protocol.signed import CONFIG_SCHEMA, SignatureInvalid, verify
 from kiosk.rules.program import Program, parse_program
 
 log = logging.getLogger(__name__)
 
 MAX_BYTES = 256 * 1024
-SCHEMA = "stempel.config.v1"
+SCHEMA = CONFIG_SCHEMA
 MERCHANT = "merchant"  # scope of config/desired
 KIOSK = "kiosk"  # scope of kiosks/{kiosk}/config/desired
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from kiosk.bus import Bus, BusSettings, Message, MqttBus, Tls, Will
+from kiosk.common.bus import Bus, BusSettings, Message, MqttBus, Tls, Will
 from kiosk.config import KioskConfig
-from kiosk.errors import BusError, ConfigError, LedgerError, MessageError
+from kiosk.common.errors import BusError, ConfigError, LedgerError, MessageError
 from kiosk.ledger import Event, Ledger
 from kiosk.protocol import topics
 from kiosk.protocol.messages import EventBatch, EventsAck, KioskState, WireEvent, decode, encode

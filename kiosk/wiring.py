@@ -8,7 +8,7 @@ from contextlib import ExitStack, closing
 from kiosk.app import Kiosk
 from kiosk.clock import Clock, SystemClock, boot_id
 from kiosk.config import KioskConfig
-from kiosk.errors import ConfigError
+from kiosk.common.errors import ConfigError
 from kiosk.hardware.factory import HardwareFactory, hardware_factory
 from kiosk.ledger import Ledger
 from kiosk.protocol.passes import KeyRing, PassVerifier

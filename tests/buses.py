@@ -20,8 +20,8 @@ from syncrig import IngestProc, Watcher
 from cloud.events import EventStore
 from cloud.ingest import IngestWorker
 from cloud.sync_responder import SyncResponder
-from kiosk.bus import Bus, BusSettings, MqttBus
-from kiosk.membus import MemoryBroker, MemoryBus
+from kiosk.common.bus import Bus, BusSettings, MqttBus
+from kiosk.common.membus import MemoryBroker, MemoryBus
 from kiosk.protocol import topics
 
 FAST = dict(reconnect_min=0.2, reconnect_max=1.0)  # so a test never waits out a long back-off
@@ -172,7 +172,7 @@ class InProcessIngest:
             logging.getLogger(name).setLevel(level)
 
 
-_LOGGERS = ("cloud", "kiosk.bus", "kiosk.membus")
+_LOGGERS = ("cloud", "kiosk.common.bus", "kiosk.common.membus")
 
 
 class _Collect(logging.Handler):

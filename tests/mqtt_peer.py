@@ -95,7 +95,11 @@ class Peer:
 
     # -- requests -------------------------------------------------------------------------
     def subscribe(self, topic_filter: str, qos: int = 1) -> ReasonCode:
-        _, mid = self.client.subscribe(topic_filter, qos=qos)
+        """SUBACK reason code. Without a connection paho sends nothing (and gives no packet id):
+        that is said at once, with the broker's reasons for dropping it, not left to time out."""
+        result, mid = self.client.subscribe(topic_filter, qos=qos)
+        if result == mqtt.MQTT_ERR_NO_CONN:
+            raise ConnectionError(f"not connected, SUBSCRIBE {topic_filter!r} not sent; {self._drop_reasons()}")
         return self._wait_ack(mid)[0]
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> ReasonCode | None:
@@ -111,8 +115,11 @@ class Peer:
     def _wait_ack(self, mid: int):
         with self._acked:
             if not self._acked.wait_for(lambda: mid in self._acks, WAIT):
-                raise TimeoutError(f"no answer from the broker to packet {mid} within {WAIT}s")
+                raise TimeoutError(f"no answer from the broker to packet {mid} within {WAIT}s; {self._drop_reasons()}")
             return self._acks.pop(mid)
+
+    def _drop_reasons(self) -> str:
+        return f"connected: {self.client.is_connected()}, dropped by the broker with: {[str(c) for c in self.disconnects]}"
 
     # -- receiving ------------------------------------------------------------------------
     def next(self, timeout: float = WAIT) -> Received:

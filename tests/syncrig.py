@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cloud.devbroker import terminate
 from cloud.events import EventStore
-from kiosk.bus import BusSettings, Message, MqttBus
+from kiosk.common.bus import BusSettings, Message, MqttBus
 from kiosk.ledger import Ledger
 from kiosk.rules import Entry
 from kiosk.sync import OutboxSender, SenderSettings, state_will

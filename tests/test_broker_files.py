@@ -18,7 +18,7 @@ from cloud.broker.passwd import hash_password, verify_password
 from cloud.passes import export_keys
 from cloud.provision import Endpoint, add_kiosk, broker_config
 from kiosk.config import load_config
-from kiosk.errors import ConfigError, ProvisioningError
+from kiosk.common.errors import ConfigError, ProvisioningError
 
 BIN = Path(sys.executable).parent
 SNIPPET = Path(__file__).parent.parent / "systemd" / "mosquitto-stempel.conf"

@@ -10,8 +10,8 @@ import time
 import pytest
 from buses import bus_factory  # noqa: F401  (fixture)
 
-from kiosk.bus import Message
-from kiosk.errors import BusError, NotConnected
+from kiosk.common.bus import Message
+from kiosk.common.errors import BusError, NotConnected
 
 
 def until(got: queue.Queue[Message], topic: str) -> list[Message]:

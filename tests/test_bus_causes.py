@@ -20,7 +20,7 @@ from mosquitto import Mosquitto, free_port
 from syncrig import Watcher, wait_until
 from test_broker_tls import Authority
 
-from kiosk.bus import CERTIFICATE, NOT_AUTHORISED, REFUSED, BusSettings, MqttBus, Tls
+from kiosk.common.bus import CERTIFICATE, NOT_AUTHORISED, REFUSED, BusSettings, MqttBus, Tls
 from kiosk.protocol import topics
 from kiosk.protocol.messages import KioskState, decode
 
@@ -42,7 +42,7 @@ def keep_failing(client: MqttBus, attempts: int = 4, timeout: float = 10) -> Non
 
 
 def test_an_unreachable_broker_is_logged_once_and_reported_when_it_comes(tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="kiosk.bus")
+    caplog.set_level(logging.WARNING, logger="kiosk.common.bus")
     port = free_port()
     client = bus(port)
     client.start()
@@ -65,7 +65,7 @@ def test_an_unreachable_broker_is_logged_once_and_reported_when_it_comes(tmp_pat
 
 
 def test_a_wrong_password_is_logged_once_as_not_authorised(tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="kiosk.bus")
+    caplog.set_level(logging.WARNING, logger="kiosk.common.bus")
     locked = Mosquitto(tmp_path / "locked", anonymous=False).start()
     client = bus(locked.port, username="counter-1", password="wrong")
     client.start()
@@ -81,7 +81,7 @@ def test_a_wrong_password_is_logged_once_as_not_authorised(tmp_path, caplog):
 @pytest.mark.filterwarnings("ignore::ResourceWarning")  # paho leaves a failed TLS socket unclosed (cf. mqtt_peer)
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_wrong_ca_is_logged_once_as_certificate_verification(tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="kiosk.bus")
+    caplog.set_level(logging.WARNING, logger="kiosk.common.bus")
     ca, rogue = Authority(tmp_path, "stempel-ca"), Authority(tmp_path, "rogue-ca")
     cert, key = ca.issue("broker", server=True)
     tls_port = free_port()
@@ -101,7 +101,7 @@ def test_a_wrong_ca_is_logged_once_as_certificate_verification(tmp_path, caplog)
 
 def test_a_change_of_cause_is_logged_again(tmp_path, caplog):
     """Unreachable, then a broker that refuses us: two causes, two warnings."""
-    caplog.set_level(logging.WARNING, logger="kiosk.bus")
+    caplog.set_level(logging.WARNING, logger="kiosk.common.bus")
     port = free_port()
     client = bus(port, username="counter-1", password="wrong")
     client.start()

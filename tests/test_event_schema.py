@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.errors import MessageError
+from kiosk.common.errors import MessageError
 from kiosk.ledger import SCAN_REJECTED as LEDGER_SCAN_REJECTED
 from kiosk.protocol.event_schema import (DETAILS, KINDS, SCAN_REJECTED, ClockWindow, check_detail, check_time,
                                          printable)

@@ -27,7 +27,7 @@ from cloud.keys_publish import build_keys_document, publish_keys
 from cloud.passes import init_merchant, revoke_member
 from cloud.store import SigningKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from kiosk.bus import BusSettings, MqttBus
+from kiosk.common.bus import BusSettings, MqttBus
 from kiosk.protocol import signed, topics
 from kiosk.protocol.messages import KioskState, decode
 from kiosk.protocol.passes import public_key_entry

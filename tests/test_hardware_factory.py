@@ -19,7 +19,7 @@ from PIL import Image
 from kiosk.config import HardwareSection, load_config
 from kiosk.display import screens
 from kiosk.display.device import DummyDisplay
-from kiosk.errors import BackendUnavailable, CameraExhausted, ConfigError, HardwareError
+from kiosk.common.errors import BackendUnavailable, CameraExhausted, ConfigError, HardwareError
 from kiosk.hardware import scenes
 from kiosk.hardware.camera import ReplayCamera, VirtualCamera
 from kiosk.hardware.factory import PiHardware, SimHardware, hardware_factory

@@ -25,7 +25,7 @@ from cloud.pass_store import PassRecord
 from cloud.passes import init_merchant, issue_pass
 from cloud.store import Member, Merchant, open_store
 from hubdb import hub_url, pg_database  # noqa: F401  (fixtures)
-from kiosk.errors import ConfigError
+from kiosk.common.errors import ConfigError
 from kiosk.protocol.passes import key_id
 
 HUB = str(Path(sys.executable).parent / "stempel-hub")

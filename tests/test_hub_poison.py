@@ -26,7 +26,7 @@ from syncrig import T0, SimKiosk, append_events, converged, wait_until
 
 from cloud.events import DEAD_LETTER_KEEP, EventStore
 from cloud.ingest import IngestWorker, bus_settings
-from kiosk.bus import Message, MqttBus
+from kiosk.common.bus import Message, MqttBus
 from kiosk.protocol import topics
 from kiosk.protocol.event_schema import KINDS
 from kiosk.protocol.ids import new_event_id

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from kiosk.errors import MessageError
+from kiosk.common.errors import MessageError
 from kiosk.ledger import Ledger
 from kiosk.ledger_follower import FollowerSettings, LedgerFollower
 from kiosk.protocol.ids import new_event_id

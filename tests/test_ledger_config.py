@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 from kiosk.config import load_config
-from kiosk.errors import ConfigError
+from kiosk.common.errors import ConfigError
 from kiosk.hardware.factory import hardware_factory
 from kiosk.ledger import Ledger
 from kiosk.rules import Entry, Program

@@ -8,9 +8,9 @@ import queue
 
 import pytest
 
-from kiosk.bus import BusSettings, Message, Will
-from kiosk.errors import BusError, NotConnected
-from kiosk.membus import MemoryBroker, MemoryBus, matches, valid_filter
+from kiosk.common.bus import BusSettings, Message, Will
+from kiosk.common.errors import BusError, NotConnected
+from kiosk.common.membus import MemoryBroker, MemoryBus, matches, valid_filter
 
 WAIT = 5.0
 

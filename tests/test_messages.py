@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from kiosk.errors import MessageError
+from kiosk.common.errors import MessageError
 from kiosk.protocol.ids import new_event_id
 from kiosk.protocol.messages import EventBatch, EventsAck, KioskState, LedgerBatch, WireEvent, decode, encode
 

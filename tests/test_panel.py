@@ -3,7 +3,7 @@
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from kiosk.errors import ConfigError
+from kiosk.common.errors import ConfigError
 from kiosk.hardware.panel import FrontPanel, Played, Signal
 from kiosk.rules.program import Cue, Program, Pulses, load_program
 

@@ -6,7 +6,7 @@ import re
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from kiosk.errors import ConfigError
+from kiosk.common.errors import ConfigError
 from kiosk.protocol import qr
 from kiosk.protocol.passes import (KeyRing, KeysDocument, PassRejected, PassSigner, PassVerifier, Reason,
                                    check_base_url, public_key_entry, serial_text)

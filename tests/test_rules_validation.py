@@ -2,7 +2,7 @@
 
 import pytest
 
-from kiosk.errors import ConfigError
+from kiosk.common.errors import ConfigError
 from kiosk.rules import load_program, parse_program
 
 REWARD = {"id": "r", "name": "R", "cost": 10}

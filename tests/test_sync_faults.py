@@ -23,7 +23,7 @@ from syncrig import (FAST, MERCHANT, IngestProc, SimKiosk, Watcher, append_event
 
 from cloud.events import EventStore
 from cloud.ingest import CRASH_EXIT_CODE
-from kiosk.bus import BusSettings, MqttBus
+from kiosk.common.bus import BusSettings, MqttBus
 from kiosk.ledger import Ledger
 from kiosk.protocol import topics
 from kiosk.protocol.messages import KioskState, LedgerBatch, decode

@@ -14,7 +14,7 @@ from syncrig import wait_until
 
 from cloud.events import EventStore
 from cloud.sync_responder import SyncResponder
-from kiosk.bus import Message
+from kiosk.common.bus import Message
 from kiosk.protocol import topics
 from kiosk.protocol.messages import EventBatch, SyncResponse, decode, encode
 from test_hub_conflicts import Kiosk

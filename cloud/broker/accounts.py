@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from kiosk.errors import ProvisioningError
+from kiosk.common.errors import ProvisioningError
 from kiosk.protocol.ids import check_id
 
 HUB_PREFIX = "stempel-hub"

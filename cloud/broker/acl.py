@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterable
 
 from cloud.broker.accounts import USERNAME_PATTERN, Account, check_username
-from kiosk.errors import ConfigError
+from kiosk.common.errors import ConfigError
 from kiosk.protocol import topics
 
 ACCESS = ("read", "write", "readwrite")

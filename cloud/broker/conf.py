@@ -44,7 +44,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kiosk.errors import ConfigError
+from kiosk.common.errors import ConfigError
 from kiosk.protocol.messages import MAX_PAYLOAD_BYTES
 
 PASSWD_NAME = "stempel.passwd"

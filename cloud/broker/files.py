@@ -22,8 +22,8 @@ from cloud.broker.acl import check_acl, render_acl
 from cloud.broker.conf import ACL_NAME, DYNSEC_NAME, PASSWD_NAME
 from cloud.broker.passwd import check_passwd, render_passwd
 from cloud.fleet_store import all_accounts
-from kiosk.atomic import write_atomic
-from kiosk.errors import ConfigError
+from kiosk.common.atomic import write_atomic
+from kiosk.common.errors import ConfigError
 
 
 class BrokerFiles:

@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Iterable
 
 from cloud.broker.accounts import USERNAME_PATTERN
-from kiosk.errors import ConfigError
+from kiosk.common.errors import ConfigError
 
 ITERATIONS = 101
 SALT_BYTES = 12

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
-from kiosk.errors import BackendUnavailable, HardwareError
+from kiosk.common.errors import BackendUnavailable, HardwareError
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from kiosk.errors import BackendUnavailable, CameraError, CameraExhausted, UnreadableImage
+from kiosk.common.errors import BackendUnavailable, CameraError, CameraExhausted, UnreadableImage
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from kiosk.errors import BackendUnavailable, DecoderError
+from kiosk.common.errors import BackendUnavailable, DecoderError
 
 
 class Decoder(Protocol):

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from kiosk.display.device import OLEDS, Display, DummyDisplay, LumaDisplay, open_oled
-from kiosk.errors import ConfigError
+from kiosk.common.errors import ConfigError
 from kiosk.hardware.camera import Camera, OpenCVCamera, PiCamera, ReplayCamera, VirtualCamera
 from kiosk.hardware.decoder import Decoder, open_decoder
 from kiosk.hardware.panel import FrontPanel, Panel

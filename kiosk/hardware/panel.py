@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from kiosk.errors import BackendUnavailable
+from kiosk.common.errors import BackendUnavailable
 from kiosk.rules.program import Cue, Pulses
 
 

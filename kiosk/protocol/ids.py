@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 
-from kiosk.errors import ConfigError
+from kiosk.common.errors import ConfigError
 
 ID_REGEX = r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?"
 # ``\A...\Z``, not ``^...$``: in Python's ``re``, ``$`` also matches before a final newline,

@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from kiosk.errors import MessageError
+from kiosk.common.errors import MessageError
 from kiosk.protocol.event_schema import DELTA_MAX, INT64_MAX, Text, check_detail, check_plausible_time
 from kiosk.protocol.ids import WIRE_ID_PATTERN
 

@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kiosk.errors import ConfigError, PassError
+from kiosk.common.errors import ConfigError, PassError
 from kiosk.protocol.ids import ID_PATTERN, check_id
 
 TOKEN_VERSION = "2"

@@ -15,7 +15,7 @@ from pathlib import Path
 import segno
 from PIL import Image
 
-from kiosk.errors import PassError
+from kiosk.common.errors import PassError
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,12 @@ import json
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from kiosk.errors import PassError
+from kiosk.common.errors import PassError
 from kiosk.protocol.passes import key_id
+
+
+CONFIG_SCHEMA = "stempel.config.v1"  # a programme / kiosk config document
+KEYS_SCHEMA = "stempel.keys.v1"  # the merchant's public pass keys and revocations
 
 
 class SignatureInvalid(PassError):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
-from kiosk.errors import ConfigError
+from kiosk.common.errors import ConfigError
 from kiosk.protocol.ids import ID_PATTERN
 from kiosk.rules.engine import Outcome, Redeem, Visit, evaluate, ready_rewards, tier_at
 from kiosk.rules.program import Program

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from kiosk.errors import ConfigError
+from kiosk.common.errors import ConfigError
 
 
 def read_toml(path: Path, missing_hint: str) -> dict:

@@ -27,7 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from kiosk.errors import BusError, NotConnected
+from kiosk.common.errors import BusError, NotConnected
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class Delivery:
 
 
 class Published(Protocol):
-    """What ``publish`` returns on any bus (``Delivery`` here, ``kiosk.membus.MemoryDelivery`` in memory)."""
+    """What ``publish`` returns on any bus (``Delivery`` here, ``kiosk.common.membus.MemoryDelivery`` in memory)."""
 
     def wait(self, timeout: float) -> bool: ...
 

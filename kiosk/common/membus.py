@@ -43,8 +43,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kiosk.bus import BusSettings, Handler, Message
-from kiosk.errors import BusError, NotConnected
+from kiosk.common.bus import BusSettings, Handler, Message
+from kiosk.common.errors import BusError, NotConnected
 
 log = logging.getLogger(__name__)
 

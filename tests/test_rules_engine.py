@@ -213,6 +213,21 @@ def test_balance_expires_after_months_of_inactivity():
     assert rules(expired)[0] == ("inactivity-expiry", -210) and expired.feedback.balance == 10
 
 
+def test_a_balance_above_one_entrys_bound_expires_in_entries_the_wire_accepts():
+    """A balance grown past MAX_DELTA (years of big purchases) expires in parts, each of which
+    the wire and the hub accept: one entry of -2,999,970 would stall the kiosk's outbox."""
+    from kiosk.protocol.event_schema import DELTA_MAX
+
+    anna = Member(points(expiry={"inactive_months": 6}))
+    for day in (1, 2, 3):
+        anna.visit(berlin(2026, 1, day, 9), "99999")
+    assert anna.state.balance == 2_999_970
+    expired = anna.visit(berlin(2026, 8, 1, 9), "1")
+    parts = [delta for rule, delta in rules(expired) if rule == "inactivity-expiry"]
+    assert parts == [-1_000_000, -1_000_000, -999_970] and all(abs(p) <= DELTA_MAX for p in parts)
+    assert expired.feedback.balance == 10
+
+
 def test_unused_reward_expires_after_its_days():
     prog = stamps(limits={"cooldown_minutes": 0},
                   rewards=[{"id": "free-coffee", "name": "Free coffee", "cost": 2, "expires_after_days": 30}])

@@ -16,7 +16,7 @@ from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from enum import Enum
 
 from kiosk.rules.calendar import add_months, birthday_occurrence, campaign_applies, local
-from kiosk.rules.program import Program
+from kiosk.rules.program import MAX_DELTA, Program
 from kiosk.rules.state import BONUS, EARN, EXPIRE, REDEEM, TIER_CHANGE, VISIT, Entry, MemberState, apply, visit_time
 
 
@@ -168,13 +168,20 @@ def _housekeeping(book: _Book, cause: str) -> None:
     state, program, now = book.state, book.program, book.now
     months = program.expiry.inactive_months
     if months and state.last_activity_at and state.balance > 0 and now >= add_months(state.last_activity_at, months):
-        book.add(Entry(EXPIRE, state.member, -state.balance, "inactivity-expiry", cause,
-                       detail={"inactive_since": state.last_activity_at.isoformat(), "months": months}))
+        detail = {"inactive_since": state.last_activity_at.isoformat(), "months": months}
+        for part in _parts(state.balance):  # one entry may move at most MAX_DELTA (the wire's bound)
+            book.add(Entry(EXPIRE, state.member, -part, "inactivity-expiry", cause, detail=detail))
     for reward_id, since in book.state.affordable_since:
         reward = program.reward(reward_id)
         if reward and now > since + timedelta(days=reward.expires_after_days) and book.state.balance >= reward.cost:
             book.add(Entry(EXPIRE, state.member, -reward.cost, f"reward-expiry:{reward_id}", cause,
                            reward=reward_id, detail={"affordable_since": since.isoformat()}))
+
+
+def _parts(amount: int) -> list[int]:
+    """*amount* as entries of at most MAX_DELTA each: a balance grown over years can exceed what
+    one ledger entry may carry, and an entry the wire refuses would stall the kiosk's outbox."""
+    return [MAX_DELTA] * (amount // MAX_DELTA) + ([amount % MAX_DELTA] if amount % MAX_DELTA else [])
 
 
 def tier_at(state: MemberState, now: datetime, program: Program) -> tuple[str | None, Decimal]:

@@ -1,4 +1,4 @@
-# Stempel: `make demo` runs a hub and a simulated kiosk; `make test` runs the tests.
+# Stempel: `make demo` runs a hub and a simulated kiosk; `make test` runs the tests, `make test-fast` the quick ones.
 # Each target installs what it needs: Debian packages, a .venv, the package itself.
 
 PYTHON ?= python3
@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 READY  := $(VENV)/.stempel-installed
 
-.PHONY: demo test bench system-deps clean
+.PHONY: demo test test-fast bench system-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: system-deps $(READY)
 test: system-deps $(READY)
 	@scripts/system-deps.sh test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The quick loop: everything but the tests marked `slow` (they spawn brokers, workers, CLIs).
+test-fast: system-deps $(READY)
+	@scripts/system-deps.sh test
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: system-deps $(READY)
 	$(PY) bench/scan_pipeline.py

@@ -3,7 +3,7 @@ kiosks that publish real ``events`` batches, and a reader that watches rows comm
 
 The kiosks here are not ``OutboxSender``s (that would put 20 SQLite ledgers and their
 fsyncs on the same two CPUs as the hub); they send what a sender sends — the same
-``kiosk.sync.batch_message`` payloads on the same topic at QoS 1, ``batch_size`` events
+``kiosk.link.events.batch_message`` payloads on the same topic at QoS 1, ``batch_size`` events
 per message, at most ``max_in_flight`` events beyond the hub's ``events/ack`` — from
 batches built before the clock starts.
 """
@@ -29,13 +29,13 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine
 
 from bench.broker import Broker
-from cloud.events import create_tables, make_engine
-from cloud.store import HubEvent, LedgerOutbox, LedgerStream
+from cloud.db import create_tables, make_engine
+from cloud.models import HubEvent, LedgerOutbox, LedgerStream
 from kiosk.ledger import Event
 from kiosk.protocol import topics
 from kiosk.protocol.ids import new_event_id
 from kiosk.protocol.messages import EventsAck, decode
-from kiosk.sync import SenderSettings, batch_message
+from kiosk.link.events import SenderSettings, batch_message
 from tests.postgres import session_server
 
 HUB = str(Path(sys.executable).parent / "stempel-hub")

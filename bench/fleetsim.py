@@ -2,13 +2,13 @@
 
 Each kiosk is a real MQTT 5 connection (one paho client, its own client id) that subscribes
 to the merchant's ``config/desired`` and its own ``kiosks/{k}/config/desired``, hands every
-document to a real ``ConfigApplier`` (signature check, programme validation, fsync'd save
-of the applied document) and publishes the ``Report`` retained on its
+document to a real ``DocumentFollower`` (kiosk/link/documents.py: signature check, programme
+validation, fsync'd save of the applied document) and publishes the ``Report`` retained on its
 ``kiosks/{k}/config/reported``, as the kiosk does.
 
 A thousand ``loop_start`` threads would measure the scheduler, so the clients run on
 paho's external-loop API: a few shard threads, each driving its share of sockets with one
-selector. ``ConfigApplier.handle`` runs on a small thread pool (it blocks on fsync), and the
+selector. ``DocumentFollower.handle`` runs on a small thread pool (it blocks on fsync), and the
 shard thread publishes its result. On a real fleet every kiosk does this on its own CPU and
 SD card; here all of them share two cores and one disk, so the figures are an upper bound.
 """
@@ -31,7 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from kiosk.protocol import topics
 from kiosk.protocol.passes import key_id
-from kiosk.remote_config import ConfigApplier
+from kiosk.link.documents import MERCHANT, DocumentFollower
 
 
 def raise_fd_limit(needed: int) -> None:
@@ -45,7 +45,7 @@ def raise_fd_limit(needed: int) -> None:
 
 
 class _Kiosk:
-    def __init__(self, merchant: str, kiosk: str, applier: ConfigApplier) -> None:
+    def __init__(self, merchant: str, kiosk: str, applier: DocumentFollower) -> None:
         self.merchant, self.kiosk, self.applier = merchant, kiosk, applier
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=kiosk, protocol=MQTTProtocolVersion.MQTTv5)
         self.subscribed = False
@@ -120,7 +120,7 @@ class _Shard(threading.Thread):
         self.pool.submit(self._apply, kiosk, message.payload)
 
     def _apply(self, kiosk: _Kiosk, payload: bytes) -> None:
-        report = kiosk.applier.handle(payload)
+        report = kiosk.applier.handle(MERCHANT, payload).report
         self.results.put((kiosk, report.to_json()))
         self.wake_w.send(b"x")
 
@@ -140,8 +140,8 @@ class FleetSim:
                  shards: int = 4, appliers: int = 8) -> None:
         raise_fd_limit(n + 256)
         trusted = {key_id(hub_key): hub_key}
-        self.kiosks = [_Kiosk(merchant, f"kiosk-{i:04d}", ConfigApplier(
-            merchant, f"kiosk-{i:04d}", trusted, state_dir / f"kiosk-{i:04d}.json"))
+        self.kiosks = [_Kiosk(merchant, f"kiosk-{i:04d}", DocumentFollower(
+            merchant, f"kiosk-{i:04d}", trusted, state_dir / f"kiosk-{i:04d}"))
             for i in range(n)]
         self.stop = threading.Event()
         self.pool = ThreadPoolExecutor(appliers, thread_name_prefix="fleet-apply")

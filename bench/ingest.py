@@ -7,7 +7,7 @@ programme applied within 10 s.
 
 Everything is real except the kiosks: a private Mosquitto, ``stempel-hub ingest`` worker
 processes (1 and 2, on a shared subscription) against a fresh SQLite file and a fresh
-PostgreSQL database, and the hub's own ``cloud.fleet_config`` push. Before measuring, each
+PostgreSQL database, and the hub's own ``cloud.link.documents`` push. Before measuring, each
 database receives 20,000 events of history through the same path and is ``ANALYZE``d, as
 autovacuum would have done on a hub that has been running (see ``Reader.analyze``).
 
@@ -22,8 +22,8 @@ autovacuum would have done on a hub that has been running (see ``Reader.analyze`
   first visible (committed). lag = first seen − published, so it includes up to one poll
   interval. ``insert`` lag uses the row's ``received_at`` (set when the row is inserted,
   before the commit) for comparison.
-* **convergence** — 1,000 MQTT connections (bench/fleetsim.py) with real ``ConfigApplier``s;
-  the hub pushes ``examples/cafe.toml`` with ``cloud.fleet_config.prepare`` + ``publish``;
+* **convergence** — 1,000 MQTT connections (bench/fleetsim.py) with real ``DocumentFollower``s;
+  the hub pushes ``examples/cafe.toml`` with ``cloud.link.documents.prepare`` + ``publish``;
   the time runs from the push until the 1,000th ``config/reported`` says applied with that
   version. Two pushes: v1 to fresh kiosks, then v2 to kiosks already on v1.
 
@@ -192,11 +192,11 @@ def run_config(backend: str, workers: int, opts: dict) -> dict:
 # -- fleet convergence -------------------------------------------------------------------
 def convergence(n: int, timeout: float) -> dict:
     from bench.fleetsim import FleetSim, ReportWatcher
-    from cloud import fleet_config
+    from cloud.link import documents as fleet_config
     from cloud.hubkey import hub_signing_key
     from cloud.keys import KeyStore
     from cloud.passes import init_merchant
-    from cloud.store import default_url, open_store
+    from cloud.db import default_url, open_store
     from kiosk.common.bus import BusSettings, MqttBus
     from kiosk.rules import load_program
 

@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.keys import KeyStore
 from cloud.passes import IssuedPass, export_keys, init_merchant, issue_pass
-from cloud.store import default_url, open_store
+from cloud.db import default_url, open_store
 from kiosk.app import Kiosk
 from kiosk.clock import FakeClock
 from kiosk.config import HardwareSection, load_config

@@ -32,7 +32,7 @@ from kiosk.hardware import scenes
 from kiosk.hardware.camera import VirtualCamera
 from kiosk.loop import run as run_loop
 from kiosk.rules import load_program
-from kiosk.remote import start_hub_link
+from kiosk.link.hub_link import start_hub_link
 from kiosk.wiring import build_kiosk
 
 OUT = Path("demo-out")
@@ -186,15 +186,16 @@ def contact_sheet(count: int) -> Path:
 
 def hub_report(kiosk_events: int) -> bool:
     """What arrived at the hub; True if every kiosk event is stored exactly once."""
-    from cloud.events import EventStore
-    from cloud.store import default_url
+    from cloud.app import create_hub
+    from cloud.config import load_hub_config
 
-    store = EventStore.open(default_url(OUT / "hub"))
+    hub = create_hub(load_hub_config(hub__data_dir=OUT / "hub"))  # as the hub commands above, --data-dir
     try:
+        store = hub.events()
         events = store.events(MERCHANT)
         acked = store.acked_through(MERCHANT, "counter-1")
     finally:
-        store.close()
+        hub.close()
     kinds = Counter(e.kind for e in events)
     print("\n5. At the hub (SQLite, written by the ingest worker)")
     print(f"  {len(events)} of the kiosk's {kiosk_events} events stored, hub_seq "

@@ -13,34 +13,11 @@ time the hub touches its member again, so a later ``revoke-pass --member`` still
 
 from __future__ import annotations
 
-from datetime import datetime
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, UniqueConstraint, func, select
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Mapped, Session, mapped_column
-
-from cloud.store import Base, Member, Merchant, create_tables, utcnow
+from cloud.models import Member, Merchant, PassRecord, utcnow
 from kiosk.protocol.passes import serial_text
-
-
-class PassRecord(Base):
-    """One issued pass: ``number`` (and the ``serial`` made from it) is unique per merchant."""
-
-    __tablename__ = "passes"
-    __table_args__ = (UniqueConstraint("merchant_id", "number"), UniqueConstraint("merchant_id", "serial"))
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
-    member_id: Mapped[str] = mapped_column(ForeignKey("members.id"), index=True)
-    version: Mapped[int] = mapped_column(Integer)  # token version: 1 (no serial) or 2
-    number: Mapped[int | None] = mapped_column(Integer)
-    serial: Mapped[str | None] = mapped_column(String(8))
-    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-
-def ensure_tables(engine: Engine) -> None:
-    """Create the passes table if this database predates it (as the other hub modules do)."""
-    create_tables(engine)
 
 
 def new_pass(session: Session, member: Member, enrolled: bool) -> PassRecord:

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 
 from cloud import pass_store
 from cloud.keys import KeyStore
-from cloud.store import Member, Merchant, SigningKey, active_keys, get_merchant
+from cloud.models import Member, Merchant, PassRecord, SigningKey
+from cloud.store import active_keys, get_merchant
 from kiosk.common.errors import ConfigError
 from kiosk.protocol import qr
 from kiosk.protocol.ids import check_id
@@ -130,7 +131,6 @@ def reissue_pass(engine: Engine, keys: KeyStore, merchant: str, member: str, out
 def _issue(engine: Engine, keys: KeyStore, merchant: str, member: str, name: str | None, out: Path,
            must_exist: bool) -> IssuedPass:
     qr.check_suffix(out)
-    pass_store.ensure_tables(engine)
     written = False
     try:
         with Session(engine) as session, session.begin():
@@ -183,7 +183,6 @@ def revoke_member(engine: Engine, merchant: str, member: str) -> Revoked:
     stay, so a pass issued afterwards works. Empty if every pass already was revoked."""
     check_id(merchant, "merchant")
     check_id(member, "member")
-    pass_store.ensure_tables(engine)
     with Session(engine) as session, session.begin():
         _merchant_or_fail(session, merchant)
         row = session.get(Member, member)
@@ -197,11 +196,10 @@ def revoke_serial(engine: Engine, merchant: str, serial: str) -> Revoked:
     """Revoke the one pass *serial* of *merchant*; empty if it already was revoked."""
     check_id(merchant, "merchant")
     serial = check_serial(serial.lower())
-    pass_store.ensure_tables(engine)
     with Session(engine) as session, session.begin():
         _merchant_or_fail(session, merchant)
-        before = session.scalar(select(pass_store.PassRecord.revoked_at).where(
-            pass_store.PassRecord.merchant_id == merchant, pass_store.PassRecord.serial == serial))
+        before = session.scalar(select(PassRecord.revoked_at).where(
+            PassRecord.merchant_id == merchant, PassRecord.serial == serial))
         if pass_store.revoke_serial(session, merchant, serial) is None:
             raise ConfigError(f"merchant {merchant!r} has no pass {serial!r}")
         return Revoked([] if before is not None else [serial], False)
@@ -209,7 +207,6 @@ def revoke_serial(engine: Engine, merchant: str, serial: str) -> Revoked:
 
 def export_keys(engine: Engine, merchant: str) -> KeysDocument:
     """The public keys, revocations and base URL a kiosk of *merchant* needs."""
-    pass_store.ensure_tables(engine)
     with Session(engine) as session:
         shop = _merchant_or_fail(session, merchant)
         entries = [{"kid": k.kid, "merchant": merchant, "public_key": k.public_key}

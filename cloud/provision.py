@@ -21,7 +21,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from cloud.broker.accounts import hub_username, kiosk_account
+from cloud.broker.accounts import Account, hub_username, kiosk_account
 from cloud.broker.conf import (
     DEFAULT_INSTALL_DIR,
     EMPTY_DYNSEC,
@@ -33,10 +33,10 @@ from cloud.broker.conf import (
 )
 from cloud.broker.files import BrokerFiles, write_private
 from cloud.broker.passwd import hash_password, new_password
-from cloud.fleet_store import BrokerAccount, ensure_tables, find_kiosk
 from cloud.hubkey import hub_keys_json
+from cloud.models import BrokerAccount, utcnow
 from cloud.passes import export_keys
-from cloud.store import utcnow
+from cloud.store import all_accounts, find_kiosk
 from kiosk.common.errors import ProvisioningError
 from kiosk.protocol import topics
 
@@ -65,7 +65,6 @@ def add_kiosk(engine: Engine, data_dir: Path, merchant: str, kiosk: str, endpoin
               out: Path | None = None, rotate: bool = False) -> Provisioned:
     """Create kiosk credentials and bundle; raises ConfigError (bad id, unknown merchant) or
     ProvisioningError (already provisioned without *rotate*, username taken)."""
-    ensure_tables(engine)
     account = kiosk_account(merchant, kiosk)
     keys_json = export_keys(engine, merchant).to_json()  # fails early for an unknown merchant
     _check_files(endpoint)
@@ -87,10 +86,24 @@ def add_kiosk(engine: Engine, data_dir: Path, merchant: str, kiosk: str, endpoin
             row = BrokerAccount(username=account.username, role="kiosk", merchant_id=merchant, kiosk_id=kiosk)
             session.add(row)
         row.password_hash, row.rotated_at = hash_password(password), utcnow()
-        BrokerFiles(data_dir).write_accounts(session)
+        write_broker_files(session, BrokerFiles(data_dir))
         write_bundle(bundle, merchant, kiosk, account.username, password, endpoint, keys_json,
                      hub_keys_json(data_dir))
     return Provisioned(account.username, bundle, rotated=existed)
+
+
+def regenerate_broker_files(engine: Engine, files: BrokerFiles) -> None:
+    """Rewrite the password and ACL files from every account in the database."""
+    with Session(engine) as session:
+        write_broker_files(session, files)
+
+
+def write_broker_files(session: Session, files: BrokerFiles) -> None:
+    """Rewrite both files from the accounts *session* sees (inside a caller's transaction, so a
+    refused file rolls back the account that caused it)."""
+    rows = all_accounts(session)
+    files.write([Account(r.username, r.role, r.merchant_id, r.kiosk_id) for r in rows],  # type: ignore[arg-type]
+                [(r.username, r.password_hash) for r in rows])
 
 
 def write_bundle(bundle: Path, merchant: str, kiosk: str, username: str, password: str,
@@ -142,7 +155,6 @@ def broker_config(engine: Engine, data_dir: Path, listeners: list[Listener], hub
     if acl_backstop == FIND:
         acl_backstop = _local_backstop()
     conf = render_conf(listeners, install_dir, backstop=acl_backstop)  # refuses bad paths before any write
-    ensure_tables(engine)
     files = BrokerFiles(data_dir)
     files.root.mkdir(parents=True, exist_ok=True, mode=0o700)
     new = [hub_username(n) for n in range(0, hub_workers + 1) if _ensure_hub_account(engine, files, n)]
@@ -153,7 +165,7 @@ def broker_config(engine: Engine, data_dir: Path, listeners: list[Listener], hub
     else:
         files.dynsec.unlink(missing_ok=True)
     write_private(files.conf, conf, mode=0o644)
-    files.regenerate(engine)
+    regenerate_broker_files(engine, files)
     return HubSetup(files, new, group)
 
 

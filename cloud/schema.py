@@ -12,7 +12,6 @@ database don't race.
 from __future__ import annotations
 
 import logging
-from importlib import import_module
 
 from alembic import command
 from alembic.config import Config
@@ -26,20 +25,11 @@ log = logging.getLogger(__name__)
 BASELINE = "0001"  # release 0.1.0, made by create_all before migrations existed
 RELEASE_0_1_0 = "0.1.0 (before 0001)"  # what ``upgrade`` reports for such a database
 _SCHEMA_LOCK = 0x5354_4D50  # PostgreSQL advisory lock around schema changes ("STMP")
-# Every module that defines tables: importing them fills the one metadata.
-_MODEL_MODULES = ("cloud.store", "cloud.fleet_store", "cloud.fleet_config", "cloud.keys_publish",
-                  "cloud.pass_store")
 
 
 def target_metadata() -> MetaData:
-    """The hub's full metadata, independent of which modules the caller happened to import."""
-    for name in _MODEL_MODULES:
-        try:
-            import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-    from cloud.store import Base
+    """The hub's full metadata: every table is in cloud/models.py."""
+    from cloud.models import Base
 
     return Base.metadata
 

@@ -1,76 +1,11 @@
-"""The hub database through SQLAlchemy: SQLite by default, PostgreSQL by URL."""
+"""Reading merchants, their pass keys and the fleet's broker accounts (the tables: cloud/models.py)."""
 
 from __future__ import annotations
 
-import weakref
-from datetime import datetime, timezone
-from pathlib import Path
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String,
-                        UniqueConstraint, create_engine, select)
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Merchant(Base):
-    __tablename__ = "merchants"
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
-    base_url: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class SigningKey(Base):
-    """A merchant's pass-signing key; the private half lives in a 0600 file, never in the DB."""
-
-    __tablename__ = "signing_keys"
-    kid: Mapped[str] = mapped_column(String(16), primary_key=True)
-    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
-    public_key: Mapped[str] = mapped_column(String(64))
-    active: Mapped[bool] = mapped_column(default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class Member(Base):
-    __tablename__ = "members"
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
-    revoked: Mapped[bool] = mapped_column(default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-def default_url(data_dir: Path) -> str:
-    return f"sqlite:///{data_dir / 'hub.sqlite3'}"
-
-
-_UPGRADED: "weakref.WeakSet[Engine]" = weakref.WeakSet()
-
-
-def open_store(url: str) -> Engine:
-    """Create the engine and bring its database to the current schema revision."""
-    engine = create_engine(url)
-    create_tables(engine)
-    return engine
-
-
-def create_tables(engine: Engine) -> None:
-    """Bring *engine*'s database to the current schema through Alembic (cloud/schema.py), once
-    per engine: a new database gets every table, an older one its migrations."""
-    if engine in _UPGRADED:
-        return
-    from cloud.schema import upgrade  # the migrations import these models
-
-    upgrade(engine)
-    _UPGRADED.add(engine)
+from cloud.models import BrokerAccount, Merchant, SigningKey
 
 
 def get_merchant(session: Session, merchant_id: str) -> Merchant | None:
@@ -82,118 +17,11 @@ def active_keys(session: Session, merchant_id: str) -> list[SigningKey]:
                                                          SigningKey.active.is_(True))))
 
 
-# -- Events from kiosks (issue 4): the hub's ledger, its stream outbox and what it refused ----------
-# Kept here so ``open_store`` creates them; the logic that writes them is cloud/events.py.
-
-_BigId = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements only INTEGER PRIMARY KEY
-
-
-class HubEvent(Base):
-    """An event a kiosk sent, stored once: ``event_id`` is unique, merchant and kiosk come from the topic.
-
-    ``hub_seq`` numbers each merchant's events gaplessly in commit order: the ``ledger`` stream
-    carries it so kiosks can spot a gap and ask to catch up.
-    """
-
-    __tablename__ = "hub_events"
-    __table_args__ = (UniqueConstraint("merchant_id", "kiosk_id", "ledger_id", "kiosk_seq", name="uq_hub_events_kiosk_seq"),
-                      UniqueConstraint("merchant_id", "hub_seq"),
-                      Index("hub_events_member", "merchant_id", "member_id"))
-    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
-    event_id: Mapped[str] = mapped_column(String(36), unique=True)
-    merchant_id: Mapped[str] = mapped_column(String(32))
-    kiosk_id: Mapped[str] = mapped_column(String(32))
-    ledger_id: Mapped[str] = mapped_column(String(32), default="", server_default="")  # the kiosk ledger's incarnation
-    kiosk_seq: Mapped[int] = mapped_column(BigInteger)
-    hub_seq: Mapped[int] = mapped_column(BigInteger)
-    kind: Mapped[str] = mapped_column(String(40))
-    member_id: Mapped[str | None] = mapped_column(String(32))
-    delta: Mapped[int] = mapped_column(Integer, default=0)
-    rule: Mapped[str | None] = mapped_column(String(64))
-    reward: Mapped[str | None] = mapped_column(String(64))
-    reason: Mapped[str | None] = mapped_column(String(64))
-    detail: Mapped[dict] = mapped_column(JSON, default=dict)
-    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    mono_ns: Mapped[int] = mapped_column(BigInteger)
-    boot_id: Mapped[str] = mapped_column(String(64))
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+def all_accounts(session: Session) -> list[BrokerAccount]:
+    """Every broker account, by username: what the password and ACL files are made from."""
+    return list(session.scalars(select(BrokerAccount).order_by(BrokerAccount.username)))
 
 
-class KioskProgress(Base):
-    """Per kiosk ledger (a kiosk and the incarnation ``ledger_id`` of its ledger file): every
-    ``kiosk_seq`` 1..acked_through_seq is settled, stored or refused for good (what ``events/ack``
-    says). A reinstalled kiosk numbers from 1 again under a new ``ledger_id``; the newest
-    ``first_seen`` is the kiosk's current ledger."""
-
-    __tablename__ = "kiosk_progress"
-    merchant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    kiosk_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    ledger_id: Mapped[str] = mapped_column(String(32), primary_key=True, default="", server_default="")
-    acked_through_seq: Mapped[int] = mapped_column(BigInteger, default=0)
-    first_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
-
-
-class RefusedEvent(Base):
-    """A kiosk event the hub refused for good (schema, clock window, a clashing id): its dead
-    letter holds the payload; this row lets the kiosk's ack move past it, so one bad row never
-    stalls that kiosk's outbox. The kiosk keeps the event in its own ledger."""
-
-    __tablename__ = "refused_events"
-    merchant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    kiosk_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    ledger_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    kiosk_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    reason: Mapped[str] = mapped_column(String(500))
-    refused_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class LedgerStream(Base):
-    """Per merchant: the last ``hub_seq`` handed out. Its row is the merchant's ingest lock."""
-
-    __tablename__ = "ledger_streams"
-    merchant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    last_hub_seq: Mapped[int] = mapped_column(BigInteger, default=0)
-
-
-class LedgerOutbox(Base):
-    """Accepted events still to be published on ``ledger``: written in the ingest transaction,
-    claimed with a lease by one worker, marked published after the broker's PUBACK."""
-
-    __tablename__ = "ledger_outbox"
-    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
-    event_pk: Mapped[int] = mapped_column(ForeignKey("hub_events.id"))
-    merchant_id: Mapped[str] = mapped_column(String(32))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    claimed_by: Mapped[str | None] = mapped_column(String(80))
-    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
-
-
-class DeadLetter(Base):
-    """A message (or one event of it) the hub refused, with the reason, for the owner to inspect."""
-
-    __tablename__ = "dead_letters"
-    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
-    topic: Mapped[str] = mapped_column(String(300))
-    payload: Mapped[bytes] = mapped_column(LargeBinary)
-    reason: Mapped[str] = mapped_column(String(500))
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class Conflict(Base):
-    """A member's balance went below zero when the kiosks' ledgers merged (e.g. two kiosks
-    offline at once both redeemed the same reward). Recorded once per member and first
-    event that took the balance below zero; the owner sees and settles it."""
-
-    __tablename__ = "conflicts"
-    __table_args__ = (UniqueConstraint("merchant_id", "member_id", "first_event_id"),)
-    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
-    merchant_id: Mapped[str] = mapped_column(String(32), index=True)
-    member_id: Mapped[str] = mapped_column(String(32))
-    balance: Mapped[int] = mapped_column(Integer)  # the lowest the balance went
-    first_event_id: Mapped[str] = mapped_column(String(36))  # the event that took it below zero
-    event_ids: Mapped[list] = mapped_column(JSON)  # the spending events that overlapped (oldest first)
-    kiosks: Mapped[list] = mapped_column(JSON)  # the kiosks those events came from
-    detected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+def find_kiosk(session: Session, merchant: str, kiosk: str) -> BrokerAccount | None:
+    return session.scalars(select(BrokerAccount).where(BrokerAccount.merchant_id == merchant,
+                                                       BrokerAccount.kiosk_id == kiosk)).first()

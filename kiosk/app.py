@@ -30,7 +30,7 @@ from kiosk.protocol.ids import new_event_id
 from kiosk.rules import Decision, Feedback, Outcome, Program, Redeem, Visit, evaluate
 from kiosk.rules.engine import ClockReading
 from kiosk.session import CounterSession
-from kiosk.status import StatusBoard
+from kiosk.link.state import StatusBoard
 
 log = logging.getLogger(__name__)
 

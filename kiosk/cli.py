@@ -101,24 +101,25 @@ def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
     background thread failed (logged and put in ``state`` first, so systemd restarts a
     kiosk that would otherwise sit there half-working), 2 for a configuration error.
     """
+    from kiosk.link.hub_link import start_hub_link
+    from kiosk.link.state import StatusBoard, ThreadWatch
     from kiosk.loop import run as run_loop
-    from kiosk.remote import start_hub_link
-    from kiosk.status import StatusBoard, ThreadWatch
-    from kiosk.wiring import build_kiosk
+    from kiosk.wiring import build_kiosk, open_documents
 
     overrides = {"hardware__backend": "sim" if simulate else None, "hardware__replay_dir": replay_dir}
     config = _load(config_path, data_dir, **overrides)
-    kiosk = _guard(lambda: build_kiosk(config))  # camera, decoder, panel, display: from the factory
+    documents = _guard(lambda: open_documents(config))  # loaded and verified once, for the kiosk and the link
+    kiosk = _guard(lambda: build_kiosk(config, documents=documents))  # camera, decoder, panel, display: the factory
     stop = threading.Event()
     watch = ThreadWatch(StatusBoard(), stop).install()  # before the hub link starts its threads
     try:
-        link = _guard(lambda: start_hub_link(config, kiosk.boot))
+        link = _guard(lambda: start_hub_link(config, kiosk.boot, documents))
     except SystemExit:
         watch.uninstall()
         kiosk.close()
         raise
     if link is not None:
-        watch.report_to(link.sender.status)
+        watch.report_to(link.status)
     kiosk.status = watch.status
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -175,7 +175,7 @@ _HUB_ROWS = ("SELECT hub_seq, event_id, kiosk, kiosk_seq, kind, member, delta, r
 
 class Ledger:
     """One SQLite file per kiosk, any number of readers. One writer per table: the kiosk loop
-    appends to ``events``, the remote link's thread (its own connection) to ``hub_events``;
+    appends to ``events``, the hub link's worker thread (its own connection) to ``hub_events``;
     SQLite's write lock (WAL, busy timeout) keeps the two apart."""
 
     def __init__(self, path: Path | str) -> None:
@@ -273,7 +273,7 @@ class Ledger:
         rows = self._db.execute(_HUB_ROWS, (member, hub_seq)).fetchall()
         return [_foreign(r) for r in rows], (rows[-1][0] if rows else hub_seq)
 
-    # -- the hub's ledger stream (written by the remote link's thread, read by member_state) --
+    # -- the hub's ledger stream (written by the hub link's worker thread, read by member_state) --
     @_guarded("read")
     def hub_applied_through(self) -> int:
         """The highest ``hub_seq`` up to which every entry of the merchant's stream is applied."""

@@ -10,7 +10,7 @@ import time
 from kiosk.app import Kiosk, ScanResult
 from kiosk.common.errors import CameraError, CameraExhausted, UnreadableImage
 from kiosk.hardware.camera import Camera
-from kiosk.updates import Updates
+from kiosk.link.updates import Updates
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Build a Kiosk from configuration: keys, ledger, the config the hub pushed, and the four
+"""Build a Kiosk from configuration: keys, ledger, the documents the hub pushed, and the four
 devices the hardware factory (``kiosk/hardware/factory.py``) gives."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from kiosk.config import KioskConfig
 from kiosk.common.errors import ConfigError
 from kiosk.hardware.factory import HardwareFactory, hardware_factory
 from kiosk.ledger import Ledger
+from kiosk.link.documents import DocumentFollower
 from kiosk.protocol.passes import KeyRing, PassVerifier
 from kiosk.session import CounterSession
 
@@ -64,41 +65,41 @@ def ledger_path(config: KioskConfig):
     return config.kiosk.data_dir / "ledger.sqlite3"
 
 
-def open_fleet_config(config: KioskConfig):
-    """The config documents the hub pushed before, restored (checked again) from the data folder.
+def open_documents(config: KioskConfig) -> DocumentFollower:
+    """The documents the hub pushed before (programme, kiosk config, keys), loaded from the data
+    folder and verified once; the kiosk is built from them and its hub link follows them on.
 
     Their programme takes precedence over the file's, and the kiosk document's hardware
     settings over ``[hardware]``, so what the owner pushed survives a restart.
     """
-    from kiosk.config_sync import FleetConfig
-
-    fleet = FleetConfig(merchant_of(config), config.kiosk.id, load_hub_keys(config), config.kiosk.data_dir,
-                        config.program, config.hardware)
-    fleet.restore()
-    return fleet
+    return DocumentFollower(merchant_of(config), config.kiosk.id, load_hub_keys(config), config.kiosk.data_dir,
+                            base_program=config.program, base_hardware=config.hardware,
+                            keys_file=config.keys_path()).restore()
 
 
-def effective_config(config: KioskConfig) -> KioskConfig:
+def effective_config(config: KioskConfig, documents: DocumentFollower | None = None) -> KioskConfig:
     """*config* with the pushed programme and hardware in force (what this start will run)."""
-    fleet = open_fleet_config(config)
-    return config.model_copy(update={"program": fleet.program(), "hardware": fleet.hardware()})
+    documents = documents if documents is not None else open_documents(config)
+    return config.model_copy(update={"program": documents.program(), "hardware": documents.hardware()})
 
 
 def build_kiosk(config: KioskConfig, *, clock: Clock | None = None, hardware: HardwareFactory | None = None,
-                live: bool = True) -> Kiosk:
-    """Open every stage the config (and the config the hub pushed) names; raises ConfigError /
+                live: bool = True, documents: DocumentFollower | None = None) -> Kiosk:
+    """Open every stage the config (and the documents the hub pushed) names; raises ConfigError /
     HardwareError with a fix.
 
-    *hardware* defaults to the factory ``[hardware]`` chooses. ``live=False`` (the one-shot
-    commands ``scan-image`` and ``redeem``) opens neither the camera nor the front panel, which
-    the running kiosk holds.
+    *documents* (``open_documents``) are opened here if not given: ``stempel-kiosk run`` opens
+    them once and hands the same ones to the hub link. *hardware* defaults to the factory
+    ``[hardware]`` chooses. ``live=False`` (the one-shot commands ``scan-image`` and ``redeem``)
+    opens neither the camera nor the front panel, which the running kiosk holds.
     """
     clock = clock or SystemClock()
-    keyring = load_keyring(config)
+    documents = documents if documents is not None else open_documents(config)
+    keyring = documents.keyring()
     with ExitStack() as opened:  # what was opened is closed again if a later stage fails
         ledger = Ledger(ledger_path(config))
         opened.callback(ledger.close)
-        config = effective_config(config)
+        config = effective_config(config, documents)
         hardware = hardware or hardware_factory(config.hardware)
         decoder, display = hardware.decoder(), hardware.display()
         camera = opened.enter_context(closing(hardware.camera())) if live else None
@@ -107,7 +108,7 @@ def build_kiosk(config: KioskConfig, *, clock: Clock | None = None, hardware: Ha
         kiosk = Kiosk(
             shop_name=config.kiosk.shop_name,
             decoder=decoder,
-            verifier=PassVerifier(merchant_of(config), keyring),
+            verifier=PassVerifier(documents.merchant, keyring),
             program=config.program,
             ledger=ledger,
             session=CounterSession(ledger, clock, config.kiosk.counter_seconds, boot),

@@ -14,7 +14,7 @@ from cloud.broker.conf import Listener
 from cloud.broker.files import BrokerFiles
 from cloud.keys import KeyStore
 from cloud.passes import init_merchant
-from cloud.store import default_url, open_store
+from cloud.db import default_url, open_store
 from mosquitto import Mosquitto
 from mqtt_peer import Peer
 

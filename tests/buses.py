@@ -18,8 +18,8 @@ from mosquitto import Mosquitto, free_port
 from syncrig import IngestProc, Watcher
 
 from cloud.events import EventStore
-from cloud.ingest import IngestWorker
-from cloud.sync_responder import SyncResponder
+from cloud.link.events import IngestWorker
+from cloud.link.ledger import SyncResponder
 from kiosk.common.bus import Bus, BusSettings, MqttBus
 from kiosk.common.membus import MemoryBroker, MemoryBus
 from kiosk.protocol import topics

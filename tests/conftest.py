@@ -11,7 +11,7 @@ import pytest
 
 from cloud.keys import KeyStore
 from cloud.passes import export_keys, init_merchant, issue_pass
-from cloud.store import default_url, open_store
+from cloud.db import default_url, open_store
 from kiosk.clock import FakeClock
 from kiosk.config import load_config
 from kiosk.wiring import build_kiosk

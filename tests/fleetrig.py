@@ -1,9 +1,9 @@
-"""A live kiosk for fleet tests: the real scan loop on simulated hardware, the real outbox
-sender and remote link on a real broker, and bounded waits on what it shows and reports.
+"""A live kiosk for fleet tests: the real scan loop on simulated hardware, the real hub link
+on a real broker, and bounded waits on what it shows and reports.
 
 Scans go through the camera (``VirtualCamera.present``) and the button through the mock
 pin, so programme and key changes reach the Kiosk the way they do in ``stempel-kiosk run``:
-queued by the remote link and applied by the loop between frames.
+queued by the hub link and applied by the loop between frames.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ from kiosk.hardware import scenes
 from kiosk.hardware.camera import VirtualCamera
 from kiosk.ledger import Ledger
 from kiosk.loop import run as run_loop
-from kiosk.remote import open_remote
-from kiosk.status import StatusBoard
-from kiosk.sync import OutboxSender, state_will
-from kiosk.wiring import build_kiosk, ledger_path
+from kiosk.link.hub_link import HubLink
+from kiosk.link.state import state_will
+from kiosk.wiring import build_kiosk, ledger_path, open_documents
 
 if TYPE_CHECKING:
     from buses import Buses
@@ -54,31 +53,29 @@ class LiveKiosk:
         self.results: queue.Queue[ScanResult] = queue.Queue()
 
     def start(self) -> "LiveKiosk":
-        self.kiosk = build_kiosk(self.config, clock=self.clock)
-        self.status = StatusBoard()
+        documents = open_documents(self.config)  # once, for the kiosk and its link (as `stempel-kiosk run`)
+        self.kiosk = build_kiosk(self.config, clock=self.clock, documents=documents)
         if isinstance(self.port, int):
             bus = kiosk_bus(self.port, self.id, self.kiosk.boot)
         else:
             bus = self.port.bus(self.id, will=state_will(MERCHANT, self.id, self.kiosk.boot))
-        self.sender = OutboxSender(ledger_path(self.config), bus, merchant=MERCHANT, kiosk=self.id,
-                                   boot_id=self.kiosk.boot, software_version="test", settings=FAST,
-                                   status=self.status)
-        self.remote = open_remote(self.config, bus, self.status)
+        self.link = HubLink(bus, merchant=MERCHANT, kiosk=self.id, boot_id=self.kiosk.boot,
+                            ledger_path=ledger_path(self.config), documents=documents, software_version="test",
+                            settings=FAST)
+        self.sender, self.status = self.link.sender, self.link.status
         self.camera = VirtualCamera()
         self._stop = threading.Event()
         self._loop = threading.Thread(target=run_loop, args=(self.kiosk, self.camera, self._stop),
-                                      kwargs={"on_result": self.results.put, "updates": self.remote.updates},
+                                      kwargs={"on_result": self.results.put, "updates": self.link.updates},
                                       name=f"loop-{self.id}", daemon=True)
         self._loop.start()
-        self.remote.start()
-        self.sender.start()
+        self.link.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         self._loop.join(WAIT)
-        self.remote.stop()
-        self.sender.stop()
+        self.link.stop()
         self.kiosk.panel.close()
         self.kiosk.ledger.close()
 

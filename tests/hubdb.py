@@ -46,17 +46,31 @@ def _admin(server: Server) -> psycopg.Connection:
                     "The PostgreSQL hub tests fail rather than skip.", pytrace=False)
 
 
+_SESSION_DB: dict[str, int] = {}  # the session's database name -> how many pg_database instances hold it
+
+
 @pytest.fixture(scope="session")
 def pg_database(pg_server: Server):
-    """A uniquely named database for this test session, dropped at the end."""
-    name = f"stempel_test_{os.getpid()}_{secrets.token_hex(4)}"
-    with _admin(pg_server) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    """A uniquely named database for this test session, dropped at the end.
+
+    Each module that imports this fixture gets its own session-scoped instance (pytest keys a
+    fixture by where it is defined), so the instances share one database: a CREATE and a DROP
+    DATABASE per module cost seconds on a busy server. ``hub_url`` empties it before each test."""
+    if not _SESSION_DB:
+        name = f"stempel_test_{os.getpid()}_{secrets.token_hex(4)}"
+        with _admin(pg_server) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        _SESSION_DB[name] = 0
+    name = next(iter(_SESSION_DB))
+    _SESSION_DB[name] += 1
     try:
         yield name
     finally:
-        with _admin(pg_server) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _SESSION_DB[name] -= 1
+        if not _SESSION_DB[name]:
+            del _SESSION_DB[name]
+            with _admin(pg_server) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _reset(server: Server, name: str) -> None:

@@ -21,7 +21,9 @@ from cloud.events import EventStore
 from kiosk.common.bus import BusSettings, Message, MqttBus
 from kiosk.ledger import Ledger
 from kiosk.rules import Entry
-from kiosk.sync import OutboxSender, SenderSettings, state_will
+from kiosk.link.events import OutboxSender, SenderSettings
+from kiosk.link.hub_link import HubLink
+from kiosk.link.state import state_will
 
 HUB = str(Path(sys.executable).parent / "stempel-hub")
 MERCHANT = "cafe-rosa"
@@ -55,21 +57,22 @@ def kiosk_bus(port: int, kiosk: str, boot: str) -> MqttBus:
 
 
 class SimKiosk:
-    """A kiosk without camera: a ledger we append to and the real sender on a real bus."""
+    """A kiosk without camera: a ledger we append to and the real hub link (events and state) on a real bus."""
 
     def __init__(self, workdir: Path, kiosk: str, port: int, settings: SenderSettings = FAST) -> None:
         self.kiosk = kiosk
         self.path = workdir / f"{kiosk}.sqlite3"
         self.ledger = Ledger(self.path)
-        self.sender = OutboxSender(self.path, kiosk_bus(port, kiosk, "boot-1"), merchant=MERCHANT, kiosk=kiosk,
-                                   boot_id="boot-1", software_version="test", settings=settings)
+        self.link = HubLink(kiosk_bus(port, kiosk, "boot-1"), merchant=MERCHANT, kiosk=kiosk, boot_id="boot-1",
+                            ledger_path=self.path, software_version="test", settings=settings)
+        self.sender = self.link.sender
 
     def start(self) -> "SimKiosk":
-        self.sender.start()
+        self.link.start()
         return self
 
     def stop(self) -> None:
-        self.sender.stop()
+        self.link.stop()
         self.ledger.close()
 
 

@@ -15,7 +15,7 @@ import pytest
 from cloud.hubkey import hub_signing_key
 from kiosk.protocol import topics
 from kiosk.protocol.passes import key_id
-from kiosk.remote_config import ConfigApplier
+from kiosk.link.documents import MERCHANT, DocumentFollower
 from hubdb import hub_url, pg_database  # noqa: F401  (fixtures)
 from mosquitto import Mosquitto
 from mqtt_peer import Peer
@@ -50,10 +50,10 @@ def test_push_publishes_a_signed_retained_programme_the_kiosk_applies(hub, broke
     late.close()
     assert message.retain
     public = hub_signing_key(hub.data_dir).public_key()
-    applier = ConfigApplier("cafe-rosa", "counter-1", {key_id(public): public}, tmp_path / "applied.json")
-    report = json.loads(applier.handle(message.payload).to_json())
+    applier = DocumentFollower("cafe-rosa", "counter-1", {key_id(public): public}, tmp_path)
+    report = json.loads(applier.handle(MERCHANT, message.payload).report.to_json())
     assert (report["status"], report["version"]) == ("applied", 2)
-    assert applier.program.name == "Boutique Lina" and applier.program.unit == "points"
+    assert applier.program().name == "Boutique Lina" and applier.program().unit == "points"
 
 
 def test_an_invalid_programme_never_leaves_the_hub(hub, broker, tmp_path):

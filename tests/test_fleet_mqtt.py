@@ -21,11 +21,11 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 from syncrig import MERCHANT, Watcher, wait_until
 
-from cloud import fleet_config
+from cloud.link import documents
 from cloud.hubkey import hub_signing_key
-from cloud.keys_publish import build_keys_document, publish_keys
+from cloud.link.documents import build_keys_document, publish_keys
 from cloud.passes import init_merchant, revoke_member
-from cloud.store import SigningKey
+from cloud.models import SigningKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kiosk.common.bus import BusSettings, MqttBus
 from kiosk.protocol import signed, topics
@@ -99,7 +99,7 @@ def test_config_pushed_to_two_kiosks_is_applied_and_reported_by_both(tmp_path, h
     kiosks = [LiveKiosk(tmp_path, hub, k, bus_factory, clock).start() for k in ("counter-1", "counter-2")]
     anna = hub.issue("Anna")
     try:
-        fleet_config.publish(admin, fleet_config.prepare(hub.engine, hub.data_dir, MERCHANT, CAFE))
+        documents.publish(admin, documents.prepare(hub.engine, hub.data_dir, MERCHANT, CAFE))
         for k in kiosks:
             report = next_report(watcher, k.id, 0, lambda r: r["version"] == 1)
             assert (report["status"], report["errors"], report["restart_required"]) == ("applied", [], False)
@@ -230,7 +230,7 @@ def test_a_stale_retained_config_after_a_broker_restart_is_ignored_but_re_report
         watcher = Watcher(broker.port, REPORTED)
         report = next_report(watcher, kiosk.id, 0, lambda r: r["version"] == 2)
         assert report["status"] == "applied"
-        wait_until(lambda: kiosk.remote.fleet.appliers["merchant"].version == 2 and kiosk.status.applied()
+        wait_until(lambda: kiosk.link.documents.version("merchant") == 2 and kiosk.status.applied()
                    .get("merchant") == 2, WAIT, "the kiosk to stay on v2")
         assert kiosk.kiosk.program.name == "Cafe Rosa 2"
     finally:

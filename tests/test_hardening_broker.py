@@ -31,9 +31,9 @@ from cloud.broker.acl import kiosk_rules, parse_acl
 from cloud.broker.conf import PACKET_OVERHEAD, Listener, parse_conf
 from cloud.broker.files import BrokerFiles
 from cloud.broker.passwd import hash_password, parse_passwd
-from cloud.fleet_store import BrokerAccount
-from cloud.provision import Endpoint
-from cloud.store import default_url, open_store
+from cloud.models import BrokerAccount
+from cloud.provision import Endpoint, regenerate_broker_files
+from cloud.db import default_url, open_store
 from kiosk.common.errors import ConfigError, ProvisioningError
 from kiosk.protocol import topics
 from kiosk.protocol.ids import ID_PATTERN, ID_REGEX, WIRE_ID_PATTERN, check_id, is_id
@@ -145,6 +145,7 @@ def writer_dir(tmp_path_factory) -> BrokerFiles:
 BASE = [hub_account(1), Account(f"{ROSA}-k1", "kiosk", ROSA, "k1")]
 
 
+@pytest.mark.slow  # 300 examples, each writing and fsyncing the broker files: seconds on a busy disk
 @settings(derandomize=True, max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(merchant=TEXTS, kiosk=TEXTS)
 def test_the_broker_file_writer_refuses_or_grants_exactly_the_intended_topics(writer_dir, merchant, kiosk):
@@ -271,7 +272,7 @@ def test_a_reload_with_a_broken_acl_denies_every_client(tmp_path, open_peers):
         assert x_after.publish(topics.events(*X), b"own").value == NOT_AUTHORIZED
         # Fixed by the hub (the same files it writes) and reloaded: the fleet works again, and
         # the retained message of the other merchant still never reaches X.
-        fleet.files.regenerate(fleet.engine)
+        regenerate_broker_files(fleet.engine, fleet.files)
         os.kill(fleet.broker.proc.pid, signal.SIGHUP)
         deadline = time.monotonic() + 10
         while x_after.publish(topics.events(*X), b"ok").value == NOT_AUTHORIZED:

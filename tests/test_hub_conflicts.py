@@ -10,9 +10,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hubdb import hub_url, pg_database, store  # noqa: F401  (fixtures)
 
-from cloud.conflicts import find_dip
+from cloud.events.conflicts import find_dip
 from cloud.events import EventStore
-from cloud.store import HubEvent
+from cloud.models import HubEvent
 from kiosk.protocol import topics
 from kiosk.protocol.ids import new_event_id
 from kiosk.protocol.messages import EventBatch, WireEvent, encode

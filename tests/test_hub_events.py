@@ -142,7 +142,7 @@ def test_the_ledger_outbox_is_leased_published_once_and_recovered_after_a_crash(
 def test_creators_started_at_the_same_instant_all_get_the_tables(hub_url, round_):
     """`systemctl start stempel-hub-ingest@1 stempel-hub-ingest@2` on a fresh database: every
     process opens the store at once, and none may die with "table ... already exists"."""
-    from cloud.store import open_store
+    from cloud.db import open_store
 
     creators = 4
     barrier = threading.Barrier(creators)

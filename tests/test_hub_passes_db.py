@@ -21,9 +21,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloud.keys import KeyStore
-from cloud.pass_store import PassRecord
+from cloud.models import PassRecord
 from cloud.passes import init_merchant, issue_pass
-from cloud.store import Member, Merchant, open_store
+from cloud.db import open_store
+from cloud.models import Member, Merchant
 from hubdb import hub_url, pg_database  # noqa: F401  (fixtures)
 from kiosk.common.errors import ConfigError
 from kiosk.protocol.passes import key_id

@@ -25,7 +25,8 @@ from sqlalchemy.engine import make_url
 from syncrig import T0, SimKiosk, append_events, converged, wait_until
 
 from cloud.events import DEAD_LETTER_KEEP, EventStore
-from cloud.ingest import IngestWorker, bus_settings
+from cloud.link.events import IngestWorker
+from cloud.mqtt import Broker
 from kiosk.common.bus import Message, MqttBus
 from kiosk.protocol import topics
 from kiosk.protocol.event_schema import KINDS
@@ -67,8 +68,7 @@ POISON = {  # name: (payload, what the dead letter's reason says)
 
 
 def start_worker(store: EventStore, port: int, worker_id: str = "w-poison") -> IngestWorker:
-    bus = MqttBus(bus_settings(host="127.0.0.1", port=port, worker_id=worker_id, username=None, password_file=None,
-                               tls=False, ca_file=None, cert_file=None, key_file=None, session_expiry=300))
+    bus = MqttBus(Broker(host="127.0.0.1", port=port, session_expiry=300).settings(1, worker_id))
     worker = IngestWorker(store, bus, worker_id=worker_id, relay_interval=0.2, retry_max_delay=0.5)
     worker.start()
     bus.wait_connected(5)
@@ -230,10 +230,10 @@ def test_a_database_outage_leaves_the_message_for_redelivery(tmp_path, hub_url, 
                       " AND pid <> pg_backend_pid()", (url.database,))
         events = [wire_event(seq=s, occurred_at=(T0 + timedelta(seconds=s)).isoformat()) for s in (1, 2)]
         assert not kiosk.publish(topics.events("cafe-rosa", "counter-1"), batch(*events)).is_failure
-        wait_until(lambda: worker._ingesting, WAIT, "the worker to take the message")
+        wait_until(lambda: worker.ingesting, WAIT, "the worker to take the message")
         with pytest.raises(queue.Empty):
             watcher.next(timeout=2.0)  # no ack while the database is away (the worker retries)
-        assert worker._ingesting
+        assert worker.ingesting
         worker.stop()  # stops while the message is still unacknowledged
         admin.execute(f'ALTER DATABASE "{url.database}" ALLOW_CONNECTIONS true')
         assert store.dead_letters() == [] and store.events("cafe-rosa") == []

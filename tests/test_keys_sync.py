@@ -8,10 +8,10 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.keys_publish import build_keys_document
+from cloud.link.documents import build_keys_document
 from cloud.hubkey import hub_signing_key
 from cloud.passes import revoke_member
-from kiosk.keys_sync import KeysFollower, stored_version
+from kiosk.link.documents import KEYS, DocumentFollower
 from kiosk.protocol.passes import KeyRing, key_id
 from kiosk.protocol.signed import sign
 from kiosk.wiring import load_keyring
@@ -22,15 +22,15 @@ MERCHANT = "cafe-rosa"
 @pytest.fixture
 def follower(hub, kiosk_dir):
     public = hub_signing_key(hub.data_dir).public_key()
-    return KeysFollower(MERCHANT, {key_id(public): public}, kiosk_dir / "keys.json")
+    return DocumentFollower(MERCHANT, "counter-1", {key_id(public): public}, kiosk_dir).restore()
 
 
 def send(follower, document) -> object:
-    return follower.handle(document if isinstance(document, bytes) else json.dumps(document).encode())
+    return follower.handle(KEYS, document if isinstance(document, bytes) else json.dumps(document).encode())
 
 
 def test_the_bundle_file_is_version_0_and_a_signed_newer_document_replaces_it(hub, follower, kiosk_dir):
-    assert follower.version == 0
+    assert follower.version(KEYS) == 0
     bob = hub.issue("Bob")
     first = build_keys_document(hub.engine, hub.data_dir, MERCHANT)
     revoke_member(hub.engine, MERCHANT, bob.member)
@@ -40,7 +40,7 @@ def test_the_bundle_file_is_version_0_and_a_signed_newer_document_replaces_it(hu
     assert (outcome.status, outcome.version) == ("applied", 2) and bob.serial in outcome.keyring.revoked_serials
     assert outcome.keyring.base_url == "https://stempel.example"  # the one host its passes may name
     assert send(follower, first).status == "ignored"  # a stale retained copy cannot lift the revocation
-    assert stored_version(kiosk_dir / "keys.json") == 2
+    assert DocumentFollower(MERCHANT, "counter-1", follower.trusted, kiosk_dir).restore().version(KEYS) == 2
     assert not list(kiosk_dir.glob(".*.tmp"))
     from kiosk.config import load_config
 
@@ -66,9 +66,13 @@ def _with(doc: dict, **changes) -> dict:
     (lambda good, hub: _with(good, base_url="https://evil.example"), "altered or forged"),
     (lambda good, hub: sign(_with(good, signature=None, base_url="javascript://x"), hub_signing_key(hub.data_dir)),
      "base URL"),
+    (lambda good, hub: sign(_with(good, signature=None, revoked_passes=["B!"]), hub_signing_key(hub.data_dir)),
+     "[revoked_passes.0]"),
+    (lambda good, hub: sign(_with(good, signature=None, merchant="Cafe Rosa"), hub_signing_key(hub.data_dir)),
+     "[merchant]"),
 ])
 def test_refused_documents_keep_the_old_keys(hub, follower, kiosk_dir, make, error):
     before = (kiosk_dir / "keys.json").read_text()
     outcome = send(follower, make(build_keys_document(hub.engine, hub.data_dir, MERCHANT), hub))
     assert outcome.status == "rejected" and error in outcome.error, outcome
-    assert (kiosk_dir / "keys.json").read_text() == before and follower.version == 0
+    assert (kiosk_dir / "keys.json").read_text() == before and follower.version(KEYS) == 0

@@ -30,7 +30,7 @@ from kiosk.hardware import scenes
 from kiosk.hardware.panel import Signal
 from kiosk.ledger import Ledger
 from kiosk.loop import run as run_loop
-from kiosk.status import StatusBoard
+from kiosk.link.state import StatusBoard
 from kiosk.wiring import build_kiosk
 
 BIN = Path(sys.executable).parent

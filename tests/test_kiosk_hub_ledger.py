@@ -11,7 +11,7 @@ import pytest
 
 from kiosk.common.errors import MessageError
 from kiosk.ledger import Ledger
-from kiosk.ledger_follower import FollowerSettings, LedgerFollower
+from kiosk.link.ledger import FollowerSettings, LedgerFollower
 from kiosk.protocol.ids import new_event_id
 from kiosk.protocol.messages import LedgerBatch, LedgerEntry, SyncResponse, encode
 from kiosk.rules import Entry, Program

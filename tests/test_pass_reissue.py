@@ -21,8 +21,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from syncrig import MERCHANT, wait_until
 
-from cloud.pass_store import PassRecord
-from cloud.store import Member
+from cloud.models import PassRecord
+from cloud.models import Member
 from kiosk.hardware import scenes
 from kiosk.hardware.camera import Frame
 from kiosk.protocol import topics

@@ -1,4 +1,4 @@
-"""From `add-kiosk` to a stored stamp: the bundle's kiosk.toml drives the real sender, the hub's
+"""From `add-kiosk` to a stored stamp: the bundle's kiosk.toml drives the real hub link, the hub's
 hub-mqtt.toml drives a real `stempel-hub ingest` process, and the broker runs only the
 generated password file and ACL. If the ACL lacks a topic either side needs, this stalls."""
 
@@ -11,10 +11,10 @@ from broker_fleet import Fleet
 from cloud.broker.conf import Listener
 from cloud.events import EventStore
 from cloud.provision import Endpoint
-from cloud.store import default_url
+from cloud.db import default_url
 from kiosk.config import load_config
 from kiosk.ledger import Ledger
-from kiosk.sync import open_sender
+from kiosk.link.hub_link import open_hub_link
 from kiosk.wiring import ledger_path
 from mosquitto import free_port
 from syncrig import HUB, append_events, wait_until
@@ -36,16 +36,16 @@ def test_a_provisioned_kiosk_syncs_through_the_acl_broker_to_an_ingest_worker(tm
     config = load_config(bundle / "kiosk.toml", env={"STEMPEL_DATA_DIR": str(tmp_path / "kiosk")},
                          mqtt__ack_timeout_seconds=1.0)
     ledger = Ledger(ledger_path(config))
-    sender = open_sender(config, "boot-1")
+    link = open_hub_link(config, "boot-1")
     store = EventStore.open(default_url(fleet.data_dir))
     try:
         append_events(ledger, 5)
-        sender.start()
-        wait_until(lambda: store.acked_through("cafe-rosa", "counter-1") == 5 and sender.acked_through_seq == 5,
+        link.start()
+        wait_until(lambda: store.acked_through("cafe-rosa", "counter-1") == 5 and link.sender.acked_through_seq == 5,
                    20, "the hub to store and acknowledge 5 events")
         assert len(store.events("cafe-rosa", "counter-1")) == 5
     finally:
-        sender.stop()
+        link.stop()
         ledger.close()
         ingest.terminate()
         ingest.wait(10)

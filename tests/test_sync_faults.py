@@ -22,12 +22,13 @@ from syncrig import (FAST, MERCHANT, IngestProc, SimKiosk, Watcher, append_event
                      wait_until)
 
 from cloud.events import EventStore
-from cloud.ingest import CRASH_EXIT_CODE
+from cloud.link.events import CRASH_EXIT_CODE
 from kiosk.common.bus import BusSettings, MqttBus
 from kiosk.ledger import Ledger
 from kiosk.protocol import topics
 from kiosk.protocol.messages import KioskState, LedgerBatch, decode
-from kiosk.sync import OutboxSender, batch_message
+from kiosk.link.events import batch_message
+from kiosk.link.hub_link import HubLink
 
 pytestmark = pytest.mark.slow  # Mosquitto and ingest processes, killed on purpose
 
@@ -148,7 +149,7 @@ def test_every_batch_twice_and_out_of_order(tmp_path, hub_url):
         messages += [(topics.events(MERCHANT, kiosk), batch_message(events[i:i + 5])) for i in range(0, 40, 5)] * 2
     random.Random(20261124).shuffle(messages)
     publisher = MqttBus(BusSettings(host="127.0.0.1", port=broker.port, client_id="chaos"))
-    senders: list[OutboxSender] = []
+    links: list[HubLink] = []
     try:
         started(worker)
         publisher.start()
@@ -161,16 +162,17 @@ def test_every_batch_twice_and_out_of_order(tmp_path, hub_url):
         wait_until(lambda: {e.hub_seq for m in watcher.drain() for e in decode(LedgerBatch, m.payload).entries}
                    >= set(range(1, 81)), 10, "every accepted event on the ledger topic")
         for kiosk, path in paths.items():
-            sender = OutboxSender(path, MqttBus(BusSettings(host="127.0.0.1", port=broker.port, client_id=kiosk)),
-                                  merchant=MERCHANT, kiosk=kiosk, boot_id="boot-1", software_version="test",
-                                  settings=FAST)
-            senders.append(sender)
-            sender.start()
-        wait_until(lambda: all(s.acked_through_seq == 40 for s in senders), 10, "the senders to read the retained ack")
+            link = HubLink(MqttBus(BusSettings(host="127.0.0.1", port=broker.port, client_id=kiosk)),
+                           merchant=MERCHANT, kiosk=kiosk, boot_id="boot-1", ledger_path=path,
+                           software_version="test", settings=FAST)
+            links.append(link)
+            link.start()
+        wait_until(lambda: all(lk.sender.acked_through_seq == 40 for lk in links), 10,
+                   "the senders to read the retained ack")
         assert len(store.events(MERCHANT)) == 80 and stream <= set(range(1, 81))
     finally:
-        for s in senders:
-            s.stop()
+        for link in links:
+            link.stop()
         publisher.stop()
         watcher.stop()
         worker.stop()

@@ -84,3 +84,25 @@ def test_a_late_last_will_does_not_leave_a_live_kiosk_marked_lost(tmp_path):
         watcher.stop()
         kiosk.stop()
         broker.stop()
+
+
+def test_run_loads_and_verifies_the_stored_documents_once(tmp_path, hub, kiosk_dir):
+    """`run` builds the kiosk and its hub link from one load of what the hub pushed before (it was
+    read and verified once per part): a damaged stored document is refused, and logged, once."""
+    from mosquitto import free_port
+
+    from cloud.hubkey import hub_keys_json
+
+    (kiosk_dir / "hub-keys.json").write_text(hub_keys_json(hub.data_dir))
+    (kiosk_dir / "applied-kiosk-config.json").write_text('{"version": 9, "program": {}}')  # unsigned, damaged
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.fromarray(np.full((480, 640), 255, np.uint8)).save(frames / "blank.png")
+    config = tmp_path / "kiosk.toml"
+    config.write_text(f'[kiosk]\nid = "counter-1"\ndata_dir = "{kiosk_dir}"\n'
+                      f'[hardware]\nbackend = "sim"\nreplay_dir = "{frames}"\n'
+                      f'[mqtt]\nhost = "127.0.0.1"\nport = {free_port()}\n')  # no broker: the kiosk runs anyway
+    run = subprocess.run([KIOSK, "run", "--config", str(config), "--json"], capture_output=True, text=True,
+                         timeout=30)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count('"event": "config.restore_failed"') == 1, run.stderr

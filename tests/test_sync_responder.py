@@ -13,7 +13,7 @@ from buses import bus_factory  # noqa: F401  (fixture)
 from syncrig import wait_until
 
 from cloud.events import EventStore
-from cloud.sync_responder import SyncResponder
+from cloud.link.ledger import SyncResponder
 from kiosk.common.bus import Message
 from kiosk.protocol import topics
 from kiosk.protocol.messages import EventBatch, SyncResponse, decode, encode

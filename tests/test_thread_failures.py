@@ -1,7 +1,7 @@
 """No background thread of the kiosk dies silently.
 
 The outbox sender retries a failed step with backoff and says why in its retained ``state``;
-any other thread that dies (here the remote link) is logged, put in ``state`` and stops
+any other thread that dies (here the hub link's worker) is logged, put in ``state`` and stops
 ``stempel-kiosk run`` with a non-zero exit, so systemd starts it afresh.
 """
 
@@ -21,7 +21,7 @@ from kiosk.ledger import Ledger
 from kiosk.protocol import topics
 from kiosk.protocol.messages import KioskState, decode
 from kiosk.rules import Entry
-from kiosk.sync import OutboxSender
+from kiosk.link.hub_link import HubLink
 
 pytestmark = pytest.mark.slow  # Mosquitto, ingest and stempel-kiosk processes
 
@@ -46,9 +46,9 @@ def states(watcher: Watcher) -> list[KioskState]:
     return [decode(KioskState, m.payload) for m in watcher.drain()]
 
 
-def sender_for(path, port: int, kiosk: str) -> OutboxSender:
-    return OutboxSender(path, kiosk_bus(port, kiosk, "boot-1"), merchant=MERCHANT, kiosk=kiosk, boot_id="boot-1",
-                        software_version="test", settings=RETRY_FAST)
+def link_for(path, port: int, kiosk: str) -> HubLink:
+    return HubLink(kiosk_bus(port, kiosk, "boot-1"), merchant=MERCHANT, kiosk=kiosk, boot_id="boot-1",
+                   ledger_path=path, software_version="test", settings=RETRY_FAST)
 
 
 def test_an_event_the_wire_refuses_is_reported_in_state_and_retried_not_fatal(tmp_path, hub_rig):
@@ -62,8 +62,8 @@ def test_an_event_the_wire_refuses_is_reported_in_state_and_retried_not_fatal(tm
     ledger.append([poison], T0 + timedelta(hours=1), 500.0, "boot-1")  # seq 4
     append_events(ledger, 2)
     watcher = Watcher(broker.port, topics.state(MERCHANT, "counter-1"))
-    sender = sender_for(path, broker.port, "counter-1")
-    sender.start()
+    link = link_for(path, broker.port, "counter-1")
+    sender = link.start().sender
     try:
         seen: list[KioskState] = []
         wait_until(lambda: any(s.last_error and "ledger event 4" in s.last_error
@@ -78,7 +78,7 @@ def test_an_event_the_wire_refuses_is_reported_in_state_and_retried_not_fatal(tm
         wait_until(lambda: any(s.outbox_depth == 3 for s in seen.extend(states(watcher)) or seen), 10,
                    "state to show the 3 events that wait")
     finally:
-        left = sender.stop()
+        left = link.stop()
         watcher.stop()
         ledger.close()
     assert left == 3  # said, not hidden: they stay in the ledger
@@ -100,8 +100,8 @@ def test_a_failing_sender_step_is_reported_then_retried_until_everything_is_acke
 
     monkeypatch.setattr(Ledger, "events_after", flaky)
     watcher = Watcher(broker.port, topics.state(MERCHANT, "counter-2"))
-    sender = sender_for(path, broker.port, "counter-2")
-    sender.start()
+    link = link_for(path, broker.port, "counter-2")
+    sender = link.start().sender
     try:
         seen: list[KioskState] = []
         wait_until(lambda: store.acked_through(MERCHANT, "counter-2") == 12, 15, "every event acked after retries")
@@ -113,7 +113,7 @@ def test_a_failing_sender_step_is_reported_then_retried_until_everything_is_acke
                    and seen[-1].outbox_depth == 0, 10, "state to clear the error once recovered")
         assert sender.failures == 0 and sender._thread.is_alive()
     finally:
-        assert sender.stop(drain=5) == 0
+        assert link.stop(drain=5) == 0
         watcher.stop()
         ledger.close()
     assert len(store.events(MERCHANT, "counter-2")) == 12
@@ -121,20 +121,20 @@ def test_a_failing_sender_step_is_reported_then_retried_until_everything_is_acke
 
 _DYING_REMOTE = """
 import sys
-import kiosk.remote
+import kiosk.link.hub_link
 
 class Broken:
     def __init__(self, *args, **kwargs):
         raise RuntimeError("injected remote failure")
 
-kiosk.remote.LedgerFollower = Broken
+kiosk.link.hub_link.LedgerFollower = Broken
 from kiosk.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
 def test_run_exits_non_zero_and_says_why_when_a_background_thread_dies(tmp_path, kiosk_dir):
-    """`stempel-kiosk run` whose remote-link thread dies: logged, in the retained state, exit 1."""
+    """`stempel-kiosk run` whose hub-link worker thread dies: logged, in the retained state, exit 1."""
     broker = Mosquitto(tmp_path / "broker").start()
     watcher = Watcher(broker.port, topics.state("cafe-rosa", "counter-1"))
     config = tmp_path / "kiosk.toml"
@@ -144,7 +144,7 @@ def test_run_exits_non_zero_and_says_why_when_a_background_thread_dies(tmp_path,
         run = subprocess.run([sys.executable, "-c", _DYING_REMOTE, "run", "--config", str(config)],
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == 1, run.stderr
-        assert "thread remote-counter-1 failed: RuntimeError: injected remote failure" in run.stderr
+        assert "thread hub-link-counter-1 failed: RuntimeError: injected remote failure" in run.stderr
         assert '"event": "kiosk.thread_failed"' in run.stderr  # logged with its traceback
         seen: list[KioskState] = []
         wait_until(lambda: any(s.status == "offline" for s in seen.extend(states(watcher)) or seen), 10,
@@ -160,7 +160,7 @@ def test_a_failing_bus_handler_is_reported_in_state_and_the_next_message_still_a
     broker = Mosquitto(tmp_path / "broker").start()
     path = tmp_path / "counter-3.sqlite3"
     Ledger(path).close()
-    sender = sender_for(path, broker.port, "counter-3")
+    link = link_for(path, broker.port, "counter-3")
     got: list[bytes] = []
 
     def handler(message) -> None:
@@ -168,19 +168,19 @@ def test_a_failing_bus_handler_is_reported_in_state_and_the_next_message_still_a
             raise RuntimeError("handler cannot take this")
         got.append(message.payload)
 
-    sender.bus.subscribe("test/in", handler)
+    link.bus.subscribe("test/in", handler)
     watcher = Watcher(broker.port, topics.state(MERCHANT, "counter-3"))
-    sender.start()
+    link.start()
     try:
-        sender.bus.wait_connected(10)
+        link.bus.wait_connected(10)
         for payload in (b"poison", b"fine"):
-            watcher.bus.publish("test/in", payload).wait(5)
+            link.bus.publish("test/in", payload).wait(5)  # its own connection: subscribed before
         wait_until(lambda: got == [b"fine"], 10, "the next message")
         seen: list[KioskState] = []
         wait_until(lambda: any("the handler of test/in failed: RuntimeError: handler cannot take this"
                                in (s.last_error or "") for s in seen.extend(states(watcher)) or seen), 10,
                    "state to carry the handler failure")
     finally:
-        sender.stop()
+        link.stop()
         watcher.stop()
         broker.stop()

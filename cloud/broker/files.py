@@ -1,8 +1,10 @@
 """The broker files in the hub's data dir (``<data_dir>/broker/``), rewritten whole from the database.
 
 ``stempel.passwd`` and ``stempel.acl`` are derived, never edited: every account lives in
-the ``broker_accounts`` table, so writing them again gives the same files. Each file is
-written to a temporary name and renamed, so a broker reloading mid-write never reads half.
+the ``broker_accounts`` table, so writing them again gives the same files. cloud/provision.py
+reads the table and hands the accounts to ``BrokerFiles.write``: this folder knows nothing of
+the database. Each file is written to a temporary name and renamed, so a broker reloading
+mid-write never reads half.
 
 Neither is written unless the exact text reads back (cloud/broker/acl.py, passwd.py) into
 exactly the accounts and topics in the database: a file Mosquitto misreads at a reload can
@@ -14,14 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
-
 from cloud.broker.accounts import Account
 from cloud.broker.acl import check_acl, render_acl
 from cloud.broker.conf import ACL_NAME, DYNSEC_NAME, PASSWD_NAME
 from cloud.broker.passwd import check_passwd, render_passwd
-from cloud.fleet_store import all_accounts
 from kiosk.common.atomic import write_atomic
 from kiosk.common.errors import ConfigError
 
@@ -54,17 +52,6 @@ class BrokerFiles:
 
     def hub_password(self, username: str) -> Path:
         return self.root / "hub" / f"{username}.password"
-
-    def regenerate(self, engine: Engine) -> None:
-        """Rewrite the password and ACL files from every account in the database."""
-        with Session(engine) as session:
-            self.write_accounts(session)
-
-    def write_accounts(self, session: Session) -> None:
-        """Rewrite both files from the accounts *session* sees (inside a caller's transaction, so
-        a refused file rolls back the account that caused it)."""
-        rows = all_accounts(session)
-        self.write([row.account() for row in rows], [(row.username, row.password_hash) for row in rows])
 
     def write(self, accounts: list[Account], hashes: list[tuple[str, str]]) -> None:
         """Write the ACL for *accounts* and the password file for ``(username, hash)`` *hashes*.

@@ -24,13 +24,14 @@ import base64
 import hashlib
 import re
 from dataclasses import dataclass, field
+from typing import Annotated
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kiosk.common.errors import ConfigError, PassError
-from kiosk.protocol.ids import ID_PATTERN, check_id
+from kiosk.protocol.ids import ID_PATTERN, WIRE_ID_PATTERN, check_id
 
 TOKEN_VERSION = "2"
 LEGACY_VERSION = "1"
@@ -168,10 +169,16 @@ class PassSigner:
 
 class PublicKeyEntry(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    kid: str
-    merchant: str
-    algorithm: str = "ed25519"
-    public_key: str  # base64 of the 32 raw bytes
+    kid: str = Field(pattern=WIRE_ID_PATTERN)
+    merchant: str = Field(pattern=WIRE_ID_PATTERN)
+    algorithm: str = Field("ed25519", max_length=32)
+    public_key: str = Field(max_length=64)  # base64 of the 32 raw bytes
+
+
+MAX_KEYS = 64  # a merchant's keys, rotated ones included
+MAX_REVOKED = 100_000  # per list; a pushed document is held to 256 KiB anyway (kiosk/protocol/documents.py)
+_Member = Annotated[str, Field(pattern=WIRE_ID_PATTERN)]
+_Serial = Annotated[str, Field(pattern=rf"^{SERIAL_PATTERN.pattern}$")]
 
 
 class KeysDocument(BaseModel):
@@ -184,12 +191,12 @@ class KeysDocument(BaseModel):
     """
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    schema_: str = Field("stempel.keys.v1", alias="schema")
-    merchant: str
-    keys: list[PublicKeyEntry]
-    revoked_members: list[str] = []
-    revoked_passes: list[str] = []
-    base_url: str | None = None
+    schema_: str = Field("stempel.keys.v1", alias="schema", max_length=64)
+    merchant: str = Field(pattern=WIRE_ID_PATTERN)
+    keys: list[PublicKeyEntry] = Field(max_length=MAX_KEYS)
+    revoked_members: list[_Member] = Field([], max_length=MAX_REVOKED)
+    revoked_passes: list[_Serial] = Field([], max_length=MAX_REVOKED)
+    base_url: str | None = Field(None, max_length=200)
 
     @field_validator("base_url")
     @classmethod
@@ -223,6 +230,11 @@ class KeyRing:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "document"
             raise ConfigError(f"keys document: {where}: {first['msg']} (re-run `stempel-hub export-keys`)") from exc
+        return cls.from_document(doc)
+
+    @classmethod
+    def from_document(cls, doc: KeysDocument) -> "KeyRing":
+        """The ring of a validated keys document; raises ConfigError for a key it cannot use."""
         ring = cls(revoked_members=frozenset(doc.revoked_members), revoked_serials=frozenset(doc.revoked_passes),
                    base_url=doc.base_url)
         for entry in doc.keys:

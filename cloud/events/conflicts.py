@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, insert, select
 
-from cloud.store import Conflict, HubEvent
+from cloud.models import Conflict, HubEvent
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""The hub's ``ledger`` stream applied on a kiosk: each ``hub_seq`` once, gaps filled on request.
+"""The merchant's ledger in: the hub's ``ledger`` stream applied on a kiosk, each ``hub_seq``
+once, gaps filled on request (``sync/request`` out, ``sync/response`` in; the hub's side is
+``cloud/link/ledger.py``).
 
 Delivery is at least once and may come out of order (several hub workers relay the
 stream; a kiosk offline misses some). Entries above the next expected ``hub_seq`` wait in
@@ -14,7 +16,7 @@ broker, or a hub older than this kiosk) is refused on its own: logged, kept in t
 ``hub_seq`` moves the cursor like an applied one, so the kiosk never folds it and never
 stops following the stream for it. The rest of its batch is applied.
 
-Not thread-safe: the remote link's worker thread owns it (and its ledger connection).
+Not thread-safe: the hub link's worker thread owns it (and its ledger connection).
 """
 
 from __future__ import annotations
@@ -25,9 +27,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kiosk.common.bus import Bus
+from kiosk.common.errors import BusError
 from kiosk.ledger import Ledger
+from kiosk.protocol import topics
 from kiosk.protocol.event_schema import INT64_MAX, printable
-from kiosk.protocol.messages import ItemsRefused, LedgerBatch, LedgerEntry, Refused, SyncResponse, decode_items
+from kiosk.protocol.messages import (ItemsRefused, LedgerBatch, LedgerEntry, Refused, SyncRequest, SyncResponse,
+                                     decode_items, encode)
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +156,20 @@ def _as_text(item: object, limit: int = 4096) -> str:
         return json.dumps(item, ensure_ascii=True)[:limit]
     except (TypeError, ValueError, RecursionError):
         return repr(item)[:limit]
+
+
+def sync_requester(bus: Bus, merchant: str, kiosk: str) -> Callable[[int], bool]:
+    """What the follower calls to ask the hub for the entries after a ``hub_seq``: publishes
+    ``sync/request``; False (asked again later) when offline or the publish fails."""
+    topic = topics.sync_request(merchant, kiosk)
+
+    def request(after: int) -> bool:
+        if not bus.connected:
+            return False
+        try:
+            bus.publish(topic, encode(SyncRequest(after_hub_seq=after)), qos=1)
+        except BusError as exc:
+            log.info("link.sync_request_not_sent", extra={"error": str(exc)})
+            return False
+        return True
+    return request

@@ -1,4 +1,4 @@
-"""``stempel-hub fleet status``: every kiosk's presence, versions and outbox, read live.
+"""Kiosks' ``state`` and ``config/reported`` in: ``stempel-hub fleet status``, read live.
 
 Kiosks keep their ``state`` and ``config/reported`` retained on the broker, so a fresh
 subscription hands the hub the latest of each at once; nothing needs to be stored.

@@ -1,10 +1,12 @@
-"""What the kiosk says about itself in its retained ``state`` beyond the outbox.
+"""What the kiosk says about itself: its retained ``kiosks/{kiosk}/state`` and what goes into it.
 
-The remote link (configs, keys, the hub ledger), the broker link (why it could not connect),
-the scan loop (a ledger it cannot write) and the thread watch write here; the
-outbox sender reads it when it publishes ``state``. A change asks the sender to publish
-at once, so the hub sees a new applied version (or a refused document) without waiting
-for the next periodic state.
+``state`` is ``online`` (with the outbox depth, the applied document versions and the latest
+error), ``offline`` after a clean stop, or ``lost``: the last will the broker publishes if the
+kiosk vanishes without a goodbye. The documents follower (configs, keys), the ledger
+follower, the broker link (why it could not connect), the scan loop (a ledger it cannot write)
+and the thread watch write to the :class:`StatusBoard`; the outbox sender publishes ``state``
+with its own numbers (kiosk/link/events.py), at once when the board changes, so the hub sees
+a new applied version or a refused document without waiting for the next periodic state.
 """
 
 from __future__ import annotations
@@ -12,6 +14,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from importlib import metadata
+
+from kiosk.common.bus import Bus, Handler, Message, Published, Will
+from kiosk.common.errors import MessageError
+from kiosk.protocol import topics
+from kiosk.protocol.messages import KioskState, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +71,62 @@ class StatusBoard:
             listener()
 
 
+def state_will(merchant: str, kiosk: str, boot_id: str) -> Will:
+    """The last will: the broker publishes ``lost`` (retained) if we vanish without a goodbye."""
+    lost = KioskState(status="lost", boot_id=boot_id)
+    return Will(topics.state(merchant, kiosk), encode(lost), qos=1, retain=True)
+
+
+def software_version() -> str:
+    try:
+        return metadata.version("stempel")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class StateReporter:
+    """Builds the kiosk's ``state`` from the outbox numbers and the board, and publishes it retained."""
+
+    def __init__(self, merchant: str, kiosk: str, boot_id: str, board: StatusBoard,
+                 software_version: str = "0+unknown") -> None:
+        self.merchant, self.kiosk, self.boot_id = merchant, kiosk, boot_id
+        self.board, self.software_version = board, software_version
+        self.topic = topics.state(merchant, kiosk)
+
+    def message(self, status: str, *, last_seq: int | None, acked: int, error: str | None) -> bytes:
+        """The ``state`` payload; *error* (the outbox's own) goes before the board's latest."""
+        depth = None if last_seq is None else max(0, last_seq - acked)
+        board = self.board
+        return encode(KioskState(status=status, boot_id=self.boot_id, software_version=self.software_version,
+                                 outbox_depth=depth, last_seq=last_seq, acked_through_seq=acked,
+                                 last_error=error or board.last_error(), applied_config=board.applied()))
+
+    def publish(self, bus: Bus, status: str, *, last_seq: int | None, acked: int, error: str | None) -> Published:
+        """Publish ``state`` retained at QoS 1; raises BusError when offline."""
+        return bus.publish(self.topic, self.message(status, last_seq=last_seq, acked=acked, error=error),
+                           qos=1, retain=True)
+
+    def watch_own(self, bus: Bus, on_stale: Callable[[str], None]) -> None:
+        """Subscribe to our own retained ``state``: a ``lost`` (or ``offline``) seen while we run is
+        a late last will of an earlier connection, or a stale copy; *on_stale* says ``online`` again
+        so no one takes us for gone."""
+        bus.subscribe(self.topic, self._own_state_handler(on_stale), qos=1)
+
+    @staticmethod
+    def _own_state_handler(on_stale: Callable[[str], None]) -> Handler:
+        def handler(message: Message) -> None:
+            try:
+                seen = decode(KioskState, message.payload)
+            except MessageError:
+                seen = None
+            if seen is None or seen.status != "online":
+                on_stale(seen.status if seen else "invalid")
+        return handler
+
+
 class ThreadWatch:
     """No background thread dies silently: an uncaught exception in any thread of the process
-    (the remote link, paho's network thread, a gpiozero callback) is logged with its traceback,
+    (the hub link, paho's network thread, a gpiozero callback) is logged with its traceback,
     put in ``state`` (``last_error``) and stops the process, which then exits non-zero so
     systemd starts it afresh. Threads that can recover on their own (the outbox sender) retry
     with backoff instead and never reach this hook.

@@ -1,4 +1,4 @@
-"""Store and forward: drain the ledger to the hub, release only what the hub says it stored.
+"""Events out, acks in: drain the ledger to the hub, release only what the hub says it stored.
 
 The ledger's ``events`` table *is* the outbox (events are committed there before any
 feedback). This sender only remembers how far the hub has acknowledged
@@ -7,13 +7,15 @@ after it on every reconnect and whenever the hub stays silent too long. A PUBACK
 trusted for anything: the broker may lose what it acknowledged; the hub's cumulative
 ``events/ack`` is the only release. Re-sends are harmless because the hub ignores known
 ``event_id``s. Days offline cost disk only: nothing is queued in memory.
+
+The hub's side of this exchange is ``cloud/link/events.py``. The bus connection belongs to the
+hub link (kiosk/link/hub_link.py), which starts the sender and says goodbye after it stops.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-from importlib import metadata
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,13 +25,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from kiosk.common.bus import Bus, BusSettings, Message, MqttBus, Tls, Will
-from kiosk.config import KioskConfig
-from kiosk.common.errors import BusError, ConfigError, LedgerError, MessageError
+from kiosk.common.bus import Bus, Message
+from kiosk.common.errors import BusError, LedgerError, MessageError
 from kiosk.ledger import Event, Ledger
+from kiosk.link.state import StateReporter
 from kiosk.protocol import topics
-from kiosk.protocol.messages import EventBatch, EventsAck, KioskState, WireEvent, decode, encode
-from kiosk.status import StatusBoard
+from kiosk.protocol.messages import EventBatch, EventsAck, WireEvent, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +102,6 @@ def batch_message(events: Sequence[Event], ledger_id: str = "") -> bytes:
     return encode(EventBatch(ledger_id=ledger_id, events=[to_wire(e) for e in events]))
 
 
-def state_will(merchant: str, kiosk: str, boot_id: str) -> Will:
-    """The last will: the broker publishes ``lost`` (retained) if we vanish without a goodbye."""
-    lost = KioskState(status="lost", boot_id=boot_id)
-    return Will(topics.state(merchant, kiosk), encode(lost), qos=1, retain=True)
-
-
 @dataclass(frozen=True)
 class SenderSettings:
     batch_size: int = 100
@@ -121,17 +116,16 @@ class SenderSettings:
 
 
 class OutboxSender:
-    """One thread that moves ledger rows to the broker and hub acks into ``sync_state``."""
+    """One thread that moves ledger rows to the broker and hub acks into ``sync_state``; it also
+    publishes the kiosk's ``state`` (*state*), which carries the outbox's numbers."""
 
-    def __init__(self, ledger_path: Path, bus: Bus, *, merchant: str, kiosk: str, boot_id: str,
-                 software_version: str, settings: SenderSettings = SenderSettings(),
-                 monotonic: Callable[[], float] = time.monotonic, status: StatusBoard | None = None) -> None:
+    def __init__(self, ledger_path: Path, bus: Bus, state: StateReporter, *,
+                 settings: SenderSettings = SenderSettings(),
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.ledger_path = Path(ledger_path)
         self.bus = bus
-        self.merchant = merchant
-        self.kiosk = kiosk
-        self.boot_id = boot_id
-        self.software_version = software_version
+        self.state = state
+        self.merchant, self.kiosk = state.merchant, state.kiosk
         self.settings = settings
         self._now = monotonic
         self._stop = threading.Event()
@@ -142,30 +136,22 @@ class OutboxSender:
         self._state_requested = False
         self._drained = threading.Event()
         self._last_seen: int | None = None  # the ledger's last seq, as the loop last read it
-        self._thread = threading.Thread(target=self._run, name=f"sync-{kiosk}", daemon=True)
-        self._state = SyncState(self.ledger_path)
+        self._thread = threading.Thread(target=self._run, name=f"sync-{self.kiosk}", daemon=True)
+        self._acks = SyncState(self.ledger_path)
         self.ledger_id: str | None = None  # read with the ledger; acks for any other ledger release nothing
-        self.acked_through_seq = self._state.acked()
+        self.acked_through_seq = self._acks.acked()
         self.last_error: str | None = None
         self.failures = 0  # consecutive failed steps (reported, retried with backoff)
         self.outbox_left: int | None = None  # events the hub had not acknowledged when we stopped
-        # applied config versions and errors of the remote link, the broker link and the loop, for ``state``
-        self.status = status = status if status is not None else StatusBoard()
-        status.on_change(self.request_state)
+        self.stopped_at: int | None = None  # the ledger's last seq when stop() was called
+        state.board.on_change(self.request_state)  # a new applied version or error: ``state`` at once
 
     def start(self) -> None:
-        """Subscribe to our ack and our own state, start the bus (it connects in the background) and the loop."""
+        """Subscribe to our ack and our own state, and start the loop (the hub link starts the bus)."""
         self.bus.subscribe(topics.events_ack(self.merchant, self.kiosk), self._on_ack, qos=1)
-        self.bus.subscribe(topics.state(self.merchant, self.kiosk), self._on_own_state, qos=1)
+        self.state.watch_own(self.bus, self._on_stale_state)
         self.bus.on_connect(self._on_connected)
-        if hasattr(self.bus, "on_handler_error"):  # a handler of ours or the remote link's raised
-            self.bus.on_handler_error(lambda error: self.status.set_error("bus", error))
         self._thread.start()
-        self.bus.start()
-
-    def wake(self) -> None:
-        """New events were written: look now instead of at the next poll."""
-        self._wake.set()
 
     def request_state(self) -> None:
         """Publish ``state`` at the next step (something the hub should see changed)."""
@@ -178,14 +164,15 @@ class OutboxSender:
         return self._drained.is_set()
 
     def stop(self, timeout: float = 5.0, drain: float = 0.0) -> int:
-        """Wait up to *drain* s for the hub to ack every event in the ledger *now*, then say
-        ``offline`` (retained) and disconnect. Returns how many events are still unacknowledged
-        (also in ``outbox_left``): they stay in the ledger and go out on the next start.
+        """Wait up to *drain* s for the hub to ack every event in the ledger *now*, then stop the
+        loop (the hub link then says ``offline`` and disconnects). Returns how many events are
+        still unacknowledged (also in ``outbox_left``): they stay in the ledger and go out on the
+        next start.
 
         The target is read from the ledger at the call, not taken from the sender's last look:
         a scan written just before the stop (the last frame of a replay) must be waited for too.
         """
-        target = self._ledger_last_seq()
+        self.stopped_at = target = self._ledger_last_seq()
         deadline = time.monotonic() + drain
         self._wake.set()
         while self.acked_through_seq < target and time.monotonic() < deadline and self._thread.is_alive():
@@ -198,14 +185,17 @@ class OutboxSender:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        if self.bus.connected:
-            try:
-                self.bus.publish(*self._state_message("offline", target), qos=1, retain=True).wait(2.0)
-            except BusError as exc:
-                log.info("sync.goodbye_failed", extra={"error": str(exc)})
-        self.bus.stop()
-        self._state.close()
+        self._acks.close()
         return left
+
+    def goodbye(self) -> None:
+        """Say ``offline`` (retained) with the outbox as ``stop`` left it, if still connected."""
+        if not self.bus.connected:
+            return
+        try:
+            self._publish("offline", self.stopped_at).wait(2.0)
+        except BusError as exc:
+            log.info("sync.goodbye_failed", extra={"error": str(exc)})
 
     def _ledger_last_seq(self) -> int:
         """The ledger's last seq, read on the caller's thread (read-only; the sender's connection is its own)."""
@@ -235,24 +225,14 @@ class OutboxSender:
         self._wake.set()
 
     def _on_connected(self) -> None:
-        # Why the broker could not be reached until now (wrong CA, password, unreachable) goes into
-        # ``state`` at once, so whoever installed the kiosk sees it in `fleet status`.
-        outage = getattr(self.bus, "connect_report", lambda: None)()
-        if outage is not None:
-            self.status.set_error("broker", outage)
         with self._lock:
             self._reconnected = True
         self._wake.set()
 
-    def _on_own_state(self, message: Message) -> None:
-        """A ``lost`` (or ``offline``) on our retained state while we run is a late last will of an
-        earlier connection, or a stale copy: say ``online`` again so no one takes us for gone."""
-        try:
-            seen = decode(KioskState, message.payload)
-        except MessageError:
-            seen = None
-        if (seen is None or seen.status != "online") and not self._stop.is_set():
-            log.info("sync.state_reasserted", extra={"seen": seen.status if seen else "invalid"})
+    def _on_stale_state(self, seen: str) -> None:
+        """Our retained ``state`` says ``lost``/``offline`` while we run: say ``online`` again."""
+        if not self._stop.is_set():
+            log.info("sync.state_reasserted", extra={"seen": seen})
             self.request_state()
 
     # -- the loop ------------------------------------------------------------------------
@@ -310,17 +290,14 @@ class OutboxSender:
             return False
         if heard <= self.acked_through_seq:
             return False
-        self._state.set_acked(heard)
+        self._acks.set_acked(heard)
         self.acked_through_seq = heard
         return True
 
-    def _state_message(self, status: str, last_seq: int | None = None) -> tuple[str, bytes]:
-        depth = None if last_seq is None else max(0, last_seq - self.acked_through_seq)
-        board = self.status
-        state = KioskState(status=status, boot_id=self.boot_id, software_version=self.software_version,
-                           outbox_depth=depth, last_seq=last_seq, acked_through_seq=self.acked_through_seq,
-                           last_error=self.last_error or board.last_error(), applied_config=board.applied())
-        return topics.state(self.merchant, self.kiosk), encode(state)
+    def _publish(self, status: str, last_seq: int | None):
+        """``state`` with the outbox's numbers and error; raises BusError when offline."""
+        return self.state.publish(self.bus, status, last_seq=last_seq, acked=self.acked_through_seq,
+                                  error=self.last_error)
 
 
 class _Loop:
@@ -394,7 +371,7 @@ class _Loop:
 
     def _publish_state(self, last: int) -> None:
         try:
-            self.s.bus.publish(*self.s._state_message("online", last), qos=1, retain=True)
+            self.s._publish("online", last)
         except BusError as exc:
             log.info("sync.state_failed", extra={"error": str(exc)})
 
@@ -404,33 +381,3 @@ class _Loop:
             self._publish_state(self.s._last_seen if self.s._last_seen is not None else self.s.acked_through_seq)
             self.state_due = self.s._now() + self.s.settings.state_interval
 
-
-def open_sender(config: KioskConfig, boot_id: str, status: StatusBoard | None = None) -> OutboxSender:
-    """Build (not start) the sender for ``[mqtt]``; raises ConfigError for an unreadable password file."""
-    from kiosk.wiring import ledger_path, merchant_of
-
-    m = config.mqtt
-    if m is None:
-        raise ConfigError("no [mqtt] section: the kiosk has no broker to sync with")
-    merchant, kiosk = merchant_of(config), config.kiosk.id
-    password = None
-    if m.password_file is not None:
-        try:
-            password = m.password_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"[mqtt] password_file {m.password_file}: {exc.strerror}") from None
-    username = m.username or (kiosk if password is not None else None)
-    tls = Tls(m.ca_file, m.cert_file, m.key_file) if m.uses_tls() else None
-    bus = MqttBus(BusSettings(host=m.host, port=m.port, client_id=kiosk, username=username, password=password,
-                              tls=tls, will=state_will(merchant, kiosk, boot_id), keepalive=m.keepalive))
-    settings = SenderSettings(batch_size=m.batch_size, ack_timeout=m.ack_timeout_seconds,
-                              warn_depth=m.outbox_warn_depth)
-    return OutboxSender(ledger_path(config), bus, merchant=merchant, kiosk=kiosk, boot_id=boot_id,
-                        software_version=software_version(), settings=settings, status=status)
-
-
-def software_version() -> str:
-    try:
-        return metadata.version("stempel")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"

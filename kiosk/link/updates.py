@@ -2,7 +2,7 @@
 
 The scan path reads ``kiosk.program`` and ``kiosk.verifier.keyring`` several times per scan;
 swapping them from the MQTT side in the middle of a scan could evaluate one visit under
-two programmes. So the remote link only queues a change, and the loop applies it while
+two programmes. So the hub link only queues a change, and the loop applies it while
 no frame is being handled.
 """
 

@@ -1,0 +1,143 @@
+"""Hub configuration: one typed document, from ``hub.toml`` plus ``STEMPEL_*`` variables and flags.
+
+Nothing is read at import time; ``load_hub_config`` is the only door, and ``create_hub``
+(cloud/app.py) builds the hub from what it returns. Precedence, highest first: command-line
+flags (keyword *overrides*), environment variables, the file, then the defaults. Errors
+name the field and the fix.
+
+```toml
+[hub]
+data_dir = "/var/lib/stempel-hub"      # STEMPEL_HUB_DIR, --data-dir
+db_url = "postgresql+psycopg://..."    # STEMPEL_HUB_DB, --db-url  [SQLite in data_dir]
+
+[mqtt]                                 # how the hub reaches the broker (cloud/mqtt.py)
+settings_file = "/var/lib/stempel-hub/broker/hub-mqtt.toml"   # STEMPEL_HUB_MQTT, --mqtt-config
+# host, port, username, password_file, tls, ca_file, cert_file, key_file override it
+# ingest_group = "..."                 # STEMPEL_INGEST_GROUP, --group
+
+[ingest]
+max_event_ahead_minutes = 5            # STEMPEL_HUB_MAX_EVENT_AHEAD_MINUTES, --max-event-ahead
+max_event_age_days = 3650              # STEMPEL_HUB_MAX_EVENT_AGE_DAYS, --max-event-age
+session_expiry = 3600                  # --session-expiry
+```
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from kiosk.common.errors import ConfigError
+from kiosk.common.tomlfile import explain, read_toml
+from kiosk.protocol.event_schema import ClockWindow
+
+DEFAULT_PATH = Path("/etc/stempel/hub.toml")
+
+# Environment variables and the field each sets ("section.field").
+ENV = {"STEMPEL_HUB_DIR": "hub.data_dir", "STEMPEL_HUB_DB": "hub.db_url", "STEMPEL_HUB_MQTT": "mqtt.settings_file",
+       "STEMPEL_INGEST_GROUP": "mqtt.ingest_group",
+       "STEMPEL_HUB_MAX_EVENT_AHEAD_MINUTES": "ingest.max_event_ahead_minutes",
+       "STEMPEL_HUB_MAX_EVENT_AGE_DAYS": "ingest.max_event_age_days"}
+
+
+class HubSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    data_dir: Path | None = Field(None, description="keys, SQLite, broker files; [$XDG_DATA_HOME/stempel-hub]")
+    db_url: str | None = Field(None, min_length=1, description="SQLAlchemy URL; [SQLite in data_dir]")
+
+
+class MqttSection(BaseModel):
+    """How the hub's processes reach the broker. Fields left out come from ``settings_file``
+    (``hub-mqtt.toml``, written by ``stempel-hub broker-config``), else the defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+    settings_file: Path | None = Field(None, description="hub-mqtt.toml from `stempel-hub broker-config`")
+    host: str | None = Field(None, min_length=1, description="[from settings_file, else 127.0.0.1]")
+    port: int | None = Field(None, ge=1, le=65535, description="[from settings_file, else 1883]")
+    username: str | None = Field(None, min_length=1)
+    password_file: Path | None = None
+    tls: bool | None = Field(None, description="implied by ca_file / cert_file")
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ingest_group: str | None = Field(None, min_length=1, description="the shared subscription's (secret) group")
+    connect_timeout: float = Field(10.0, gt=0, le=3600, description="seconds the admin commands keep trying")
+
+
+class IngestSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_event_ahead_minutes: int = Field(5, ge=0, le=24 * 60)
+    max_event_age_days: int = Field(3650, ge=1, le=36500)
+    session_expiry: int = Field(3600, ge=0, description="seconds the broker keeps an absent worker's messages")
+
+    def window(self) -> ClockWindow:
+        """The clock window events must be dated in."""
+        return ClockWindow(future=timedelta(minutes=self.max_event_ahead_minutes),
+                           past=timedelta(days=self.max_event_age_days))
+
+
+class HubConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hub: HubSection = HubSection()
+    mqtt: MqttSection = MqttSection()
+    ingest: IngestSection = IngestSection()
+    _source: str = PrivateAttr("defaults")  # the file it came from, for messages
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    return Path(env.get("XDG_DATA_HOME") or Path.home() / ".local/share") / "stempel-hub"
+
+
+def load_hub_config(path: Path | str | None = None, env: Mapping[str, str] | None = None,
+                    **overrides: Any) -> HubConfig:
+    """Load the hub config from *path* (or ``STEMPEL_HUB_CONFIG``, ``STEMPEL_CONFIG``, or
+    /etc/stempel/hub.toml if present), then the ``STEMPEL_*`` variables of *env*, then
+    *overrides* (``section__field=value``, from the command line; None means not given).
+
+    ``hub.data_dir`` is always set in the result. Raises ConfigError.
+    """
+    env = os.environ if env is None else env
+    chosen = path or env.get("STEMPEL_HUB_CONFIG") or env.get("STEMPEL_CONFIG")
+    chosen = Path(chosen) if chosen else (DEFAULT_PATH if DEFAULT_PATH.exists() else None)
+    raw: dict = {}
+    source = "defaults"
+    if chosen is not None:
+        source = str(chosen)
+        raw = read_toml(chosen, "pass --config or set STEMPEL_HUB_CONFIG")
+    given = {dotted.replace(".", "__"): env[name] for name, dotted in ENV.items() if env.get(name)}
+    given |= {key: value for key, value in overrides.items() if value is not None}
+    for dotted, value in given.items():
+        section, key = dotted.split("__")
+        if not isinstance(raw.setdefault(section, {}), dict):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        raw[section][key] = value
+    try:
+        config = HubConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise explain(exc, source) from exc
+    config._source = source
+    if chosen is not None:  # paths written in the file are relative to it
+        _resolve_paths(config, chosen.absolute().parent, set(given))
+    if config.hub.data_dir is None:
+        config.hub.data_dir = default_data_dir(env)
+    return config
+
+
+def _resolve_paths(config: HubConfig, base: Path, given: set[str]) -> None:
+    """Relative paths from the file are relative to the file; those given as flags or variables
+    are relative to where the command runs, as they always were."""
+    fields = [(config.hub, "hub", "data_dir")] + [(config.mqtt, "mqtt", name) for name in
+                                                  ("settings_file", "password_file", "ca_file", "cert_file", "key_file")]
+    for section, name, key in fields:
+        value = getattr(section, key)
+        if value is not None and not value.is_absolute() and f"{name}__{key}" not in given:
+            setattr(section, key, base / value)

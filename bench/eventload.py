@@ -31,11 +31,11 @@ from sqlalchemy.engine import Engine
 from bench.broker import Broker
 from cloud.db import create_tables, make_engine
 from cloud.models import HubEvent, LedgerOutbox, LedgerStream
-from kiosk.ledger import Event
+from kiosk.link.events import SenderSettings, batch_message
 from kiosk.protocol import topics
+from kiosk.protocol.event import Event
 from kiosk.protocol.ids import new_event_id
 from kiosk.protocol.messages import EventsAck, decode
-from kiosk.link.events import SenderSettings, batch_message
 from tests.postgres import session_server
 
 HUB = str(Path(sys.executable).parent / "stempel-hub")

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import click
 
-from kiosk.common import logs
 from kiosk.app import NO_CODE, ScanResult
-from kiosk.config import KioskConfig, load_config
+from kiosk.common import logs
 from kiosk.common.errors import StempelError, UnreadableImage
+from kiosk.config import KioskConfig, load_config
 from kiosk.hardware.camera import Frame, load_image
 from kiosk.hardware.decoder import open_decoder
 from kiosk.rules.program import MAX_AMOUNT
@@ -201,7 +201,8 @@ def simulate_program(program_path, visits_path, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def explain(config_path, data_dir, member, as_json) -> None:
     """Print a member's balance with the rule behind every ledger entry."""
-    from kiosk.ledger import Event, Ledger
+    from kiosk.ledger import Ledger
+    from kiosk.protocol.event import Event
     from kiosk.rules import ready_rewards
     from kiosk.wiring import effective_config, ledger_path
 

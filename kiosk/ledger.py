@@ -13,17 +13,24 @@ of a merchant folds the same events in the same order and shows the same balance
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import sqlite3
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kiosk.common.errors import LedgerError
+from kiosk.protocol.event import (
+    CONTENT,
+    SQLITE_TYPES,
+    Event,
+    from_sqlite,
+    from_wire,
+    sqlite_values,
+)
 from kiosk.protocol.ids import new_event_id
 from kiosk.rules.program import Program
 from kiosk.rules.state import Entry, MemberState, fold
@@ -36,17 +43,7 @@ log = logging.getLogger(__name__)
 SCAN_REJECTED = "scan_rejected"
 
 # What every ledger row holds, own events and those of the merchant's other kiosks alike.
-_EVENT_COLUMNS = """\
-    kind        TEXT NOT NULL,
-    member      TEXT,
-    delta       INTEGER NOT NULL DEFAULT 0,
-    rule        TEXT,
-    reward      TEXT,
-    reason      TEXT,
-    detail      TEXT,
-    occurred_at TEXT NOT NULL,
-    mono_ns     INTEGER NOT NULL,
-    boot_id     TEXT NOT NULL"""
+_EVENT_COLUMNS = ",\n".join(f"    {name:<11} {SQLITE_TYPES[name]}" for name in CONTENT)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -92,32 +89,11 @@ CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events
 """.replace("{columns}", _EVENT_COLUMNS + "\n")
 
 
-@dataclass(frozen=True)
-class Event:
-    """A committed ledger row."""
-
-    kiosk_seq: int
-    event_id: str
-    kind: str
-    member: str | None
-    delta: int
-    rule: str | None
-    reward: str | None
-    reason: str | None
-    detail: dict
-    occurred_at: datetime
-    mono_ns: int
-    boot_id: str
-
-    def entry(self) -> Entry:
-        """The engine's view of this row."""
-        detail = {k: v for k, v in self.detail.items() if k != "cause"}
-        return Entry(self.kind, self.member or "", self.delta, self.rule or "", self.detail.get("cause", ""),
-                     self.reward, detail)
-
-    def order(self) -> tuple[datetime, str]:
-        """Where this event sits in a member's history on every kiosk of the merchant."""
-        return self.occurred_at, self.event_id
+def _entry(event: Event) -> Entry:
+    """The engine's view of a ledger event."""
+    detail = {k: v for k, v in event.detail.items() if k != "cause"}
+    return Entry(event.kind, event.member or "", event.delta, event.rule or "", event.detail.get("cause", ""),
+                 event.reward, detail)
 
 
 @dataclass(frozen=True)
@@ -168,9 +144,13 @@ def _incarnation(db: sqlite3.Connection) -> str:
     return db.execute("SELECT ledger_id FROM ledger_meta WHERE id = 1").fetchone()[0]
 
 
+_INSERT_OWN = (f"INSERT INTO events (event_id, {', '.join(CONTENT)})"
+               f" VALUES ({', '.join('?' * (len(CONTENT) + 1))})")
+_INSERT_HUB = (f"INSERT OR IGNORE INTO hub_events (hub_seq, event_id, kiosk, kiosk_seq, {', '.join(CONTENT)})"
+               f" VALUES ({', '.join('?' * (len(CONTENT) + 4))})")
 _OWN_ROWS = "SELECT * FROM events WHERE member = ? AND kiosk_seq > ? ORDER BY kiosk_seq"
-_HUB_ROWS = ("SELECT hub_seq, event_id, kiosk, kiosk_seq, kind, member, delta, rule, reward, reason, detail,"
-             " occurred_at, mono_ns, boot_id FROM hub_events WHERE member = ? AND hub_seq > ? ORDER BY hub_seq")
+_HUB_ROWS = (f"SELECT hub_seq, event_id, kiosk, kiosk_seq, {', '.join(CONTENT)}"
+             " FROM hub_events WHERE member = ? AND hub_seq > ? ORDER BY hub_seq")
 
 
 class Ledger:
@@ -218,15 +198,10 @@ class Ledger:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             for kind, member, delta, rule, reward, reason, detail in rows:
-                event_id = new_event_id()
-                cur = self._db.execute(
-                    "INSERT INTO events (event_id, kind, member, delta, rule, reward, reason, detail,"
-                    " occurred_at, mono_ns, boot_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (event_id, kind, member, delta, rule, reward, reason, json.dumps(detail),
-                     at.isoformat(), int(mono * 1e9), boot),
-                )
-                out.append(Event(cur.lastrowid, event_id, kind, member, delta, rule, reward, reason,
-                                 detail, at, int(mono * 1e9), boot))
+                event = Event(0, new_event_id(), kind, member, delta, rule, reward, reason, detail, at,
+                              int(mono * 1e9), boot)
+                cur = self._db.execute(_INSERT_OWN, (event.event_id, *sqlite_values(event)))
+                out.append(replace(event, kiosk_seq=cur.lastrowid))
             self._db.execute("COMMIT")
         except (sqlite3.Error, OverflowError) as exc:  # OverflowError: an integer SQLite cannot hold
             _rollback(self._db)
@@ -259,7 +234,7 @@ class Ledger:
 
     def _fold(self, member: str, events: list[Event], program: Program, snap: _Snapshot | None,
               own_seq: int, hub_seq: int) -> _Snapshot:
-        state = fold(member, ((e.entry(), e.occurred_at) for e in events), program,
+        state = fold(member, ((_entry(e), e.occurred_at) for e in events), program,
                      start=snap.state if snap else None)
         last = events[-1].order() if events else (snap.last if snap else None)
         self._snapshots[member] = new = _Snapshot(own_seq, hub_seq, last, state)
@@ -310,11 +285,8 @@ class Ledger:
                     continue
                 if e.kiosk == own_kiosk and self._is_own(e.event_id):
                     continue
-                stored += self._db.execute(
-                    "INSERT OR IGNORE INTO hub_events (hub_seq, event_id, kiosk, kiosk_seq, kind, member, delta, rule,"
-                    " reward, reason, detail, occurred_at, mono_ns, boot_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (e.hub_seq, e.event_id, e.kiosk, e.kiosk_seq, e.kind, e.member, e.delta, e.rule, e.reward,
-                     e.reason, json.dumps(e.detail), e.occurred_at.isoformat(), e.mono_ns, e.boot_id)).rowcount
+                stored += self._db.execute(_INSERT_HUB, (e.hub_seq, e.event_id, e.kiosk, e.kiosk_seq,
+                                                         *sqlite_values(from_wire(e)))).rowcount
             self._db.execute("INSERT INTO hub_cursor (id, applied_through) VALUES (1, ?) ON CONFLICT (id) DO UPDATE"
                              " SET applied_through = excluded.applied_through", (cursor,))
             self._db.execute("COMMIT")
@@ -351,9 +323,7 @@ class Ledger:
 
     @staticmethod
     def _event(row: tuple) -> Event:
-        seq, eid, kind, mem, delta, rule, reward, reason, detail, at, mono, boot = row
-        return Event(seq, eid, kind, mem, delta, rule, reward, reason, json.loads(detail or "{}"),
-                     datetime.fromisoformat(at), mono, boot)
+        return from_sqlite(row)
 
     @_guarded("read")
     def events(self, member: str | None = None) -> list[Event]:
@@ -386,4 +356,4 @@ def _ordered(events: list[Event]) -> list[Event]:
 def _foreign(row: tuple) -> Event:
     """A ``hub_events`` row as an Event (its ``kiosk_seq`` is the other kiosk's)."""
     _hub_seq, event_id, _kiosk, kiosk_seq, *rest = row
-    return Ledger._event((kiosk_seq, event_id, *rest))
+    return from_sqlite((kiosk_seq, event_id, *rest))

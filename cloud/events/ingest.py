@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
@@ -26,6 +26,7 @@ from cloud.events.deadletters import DeadLetters, item_json, ledger_id_of
 from cloud.events.sql import Dialect
 from cloud.models import DeadLetter, HubEvent, LedgerStream
 from kiosk.common.errors import MessageError
+from kiosk.protocol.event import from_wire, hub_values
 from kiosk.protocol.event_schema import INT64_MAX, ClockWindow, check_time
 from kiosk.protocol.messages import EventBatch, ItemsRefused, LedgerBatch, WireEvent, decode_items
 
@@ -196,9 +197,5 @@ def _seq_of(item: Any) -> int | None:
 
 def _row(e: WireEvent, merchant: str, kiosk: str, ledger_id: str, hub_seq: int, now: datetime) -> dict[str, Any]:
     """The ``hub_events`` values of one accepted event (merchant and kiosk from the topic)."""
-    return {"event_id": e.event_id, "merchant_id": merchant, "kiosk_id": kiosk, "ledger_id": ledger_id,
-            "kiosk_seq": e.kiosk_seq,
-            "hub_seq": hub_seq, "kind": e.kind, "member_id": e.member, "delta": e.delta, "rule": e.rule,
-            "reward": e.reward, "reason": e.reason, "detail": e.detail,
-            "occurred_at": e.occurred_at.astimezone(timezone.utc), "mono_ns": e.mono_ns, "boot_id": e.boot_id,
-            "received_at": now}
+    return hub_values(from_wire(e)) | {"merchant_id": merchant, "kiosk_id": kiosk, "ledger_id": ledger_id,
+                                       "hub_seq": hub_seq, "received_at": now}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Connection, DateTime, String, insert, or_, select, update
@@ -18,6 +18,7 @@ from sqlalchemy.engine import Row
 
 from cloud.events.sql import Dialect
 from cloud.models import HubEvent, LedgerOutbox
+from kiosk.protocol.event import from_hub, from_wire, wire_fields
 from kiosk.protocol.messages import LedgerBatch, LedgerEntry, WireEvent
 
 log = logging.getLogger(__name__)
@@ -96,14 +97,11 @@ def relayable(ev: HubEvent | Row) -> LedgerEntry | None:
 
 def fresh_entry(e: WireEvent, kiosk: str, hub_seq: int) -> LedgerEntry:
     """The ``ledger`` entry of an event just accepted, as ``ledger_entry`` would read it back."""
-    return LedgerEntry.model_validate({**e.__dict__, "occurred_at": e.occurred_at.astimezone(timezone.utc),
-                                       "kiosk": kiosk, "hub_seq": hub_seq})
+    event = from_wire(e)
+    return LedgerEntry(**wire_fields(replace(event, occurred_at=event.occurred_at.astimezone(timezone.utc))),
+                       kiosk=kiosk, hub_seq=hub_seq)
 
 
 def ledger_entry(ev: HubEvent | Row) -> LedgerEntry:
     """The ``ledger`` entry of a stored event (an ORM object or a row of ``hub_events``)."""
-    at = ev.occurred_at if ev.occurred_at.tzinfo else ev.occurred_at.replace(tzinfo=timezone.utc)  # SQLite
-    return LedgerEntry(event_id=ev.event_id, kiosk_seq=ev.kiosk_seq, occurred_at=at, mono_ns=ev.mono_ns,
-                       boot_id=ev.boot_id, kind=ev.kind, member=ev.member_id, delta=ev.delta, rule=ev.rule,
-                       reward=ev.reward, reason=ev.reason, detail=ev.detail or {}, kiosk=ev.kiosk_id,
-                       hub_seq=ev.hub_seq)
+    return LedgerEntry(**wire_fields(from_hub(ev)), kiosk=ev.kiosk_id, hub_seq=ev.hub_seq)

@@ -27,9 +27,10 @@ from pydantic import ValidationError
 
 from kiosk.common.bus import Bus, Message
 from kiosk.common.errors import BusError, LedgerError, MessageError
-from kiosk.ledger import Event, Ledger
+from kiosk.ledger import Ledger
 from kiosk.link.state import StateReporter
 from kiosk.protocol import topics
+from kiosk.protocol.event import Event, wire_fields
 from kiosk.protocol.messages import EventBatch, EventsAck, WireEvent, decode, encode
 
 log = logging.getLogger(__name__)
@@ -77,10 +78,7 @@ class SyncState:
 def to_wire(event: Event) -> WireEvent:
     """The wire form of a ledger row; MessageError (naming the row) if the wire cannot carry it."""
     try:
-        return WireEvent(event_id=event.event_id, kiosk_seq=event.kiosk_seq, occurred_at=event.occurred_at,
-                         mono_ns=event.mono_ns, boot_id=event.boot_id, kind=event.kind, member=event.member,
-                         delta=event.delta, rule=event.rule, reward=event.reward, reason=event.reason,
-                         detail=event.detail)
+        return WireEvent(**wire_fields(event))
     except ValidationError as exc:
         shown = "; ".join(f"[{'.'.join(map(str, e['loc']))}] {e['msg']}" for e in exc.errors()[:3])
         raise MessageError(f"ledger event {event.kiosk_seq} ({event.kind}) cannot be sent to the hub: {shown}") from None

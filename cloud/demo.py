@@ -30,10 +30,10 @@ from kiosk.clock import FakeClock
 from kiosk.config import load_config
 from kiosk.hardware import scenes
 from kiosk.hardware.camera import VirtualCamera
+from kiosk.link.hub_link import start_hub_link
 from kiosk.loop import run as run_loop
 from kiosk.rules import load_program
-from kiosk.link.hub_link import start_hub_link
-from kiosk.wiring import build_kiosk
+from kiosk.wiring import build_kiosk, open_documents
 
 OUT = Path("demo-out")
 PROGRAM = Path("examples/cafe.toml")
@@ -134,8 +134,9 @@ def run_kiosk(steps: list[Step], port: int) -> list[tuple[Step, ScanResult]]:
                          mqtt__host="127.0.0.1", mqtt__port=port)
     clock = FakeClock(datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc))
     opened = clock.wall
-    kiosk = build_kiosk(config, clock=clock)
-    link = start_hub_link(config, kiosk.boot)
+    documents = open_documents(config)  # loaded and verified once, for the kiosk and its link
+    kiosk = build_kiosk(config, clock=clock, documents=documents)
+    link = start_hub_link(config, kiosk.boot, documents)
     camera, results, stop = VirtualCamera(), queue.Queue(), threading.Event()
     worker = threading.Thread(target=run_loop, args=(kiosk, camera, stop, results.put),
                               kwargs={"updates": link.updates}, daemon=True)

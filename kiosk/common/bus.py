@@ -185,6 +185,7 @@ class MqttBus:
         self._work: queue.Queue = queue.Queue()
         self._connected = threading.Event()
         self._refusal: str | None = None
+        self._stopping = False
         self._refused: dict[int, str] = {}
         self._generation = 0
         self._lock = threading.Lock()
@@ -281,6 +282,7 @@ class MqttBus:
 
     def stop(self) -> None:
         """Disconnect cleanly (the broker then drops our will) and join both threads."""
+        self._stopping = True  # our own goodbye is not a lost connection worth a warning
         self._client.disconnect()
         self._client.loop_stop()
         self._work.put(_STOP)
@@ -327,6 +329,9 @@ class MqttBus:
         was = self._connected.is_set()
         self._connected.clear()
         if was:
+            if self._stopping:
+                log.info("bus.closed", extra={"client_id": self.settings.client_id})
+                return
             self.last_error = f"disconnected: {reason_code}"
             log.warning("bus.disconnected", extra={"client_id": self.settings.client_id, "reason": str(reason_code)})
         elif self._refused_attempt:  # the close that follows a refused CONNACK: already counted

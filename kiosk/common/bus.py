@@ -11,7 +11,6 @@ the caller (the outbox) is the durable queue.
 from __future__ import annotations
 
 import logging
-import queue
 import socket
 import ssl
 import sys
@@ -27,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from kiosk.common.dispatch import Dispatcher
 from kiosk.common.errors import BusError, NotConnected
 
 log = logging.getLogger(__name__)
@@ -131,10 +131,11 @@ class Bus(Protocol):
 
     def on_connect(self, callback: Callable[[], None]) -> None: ...
 
+    def on_handler_error(self, listener: Callable[[str], None]) -> None: ...
+
     def stop(self) -> None: ...
 
 
-_STOP = object()
 
 # Why a connection attempt failed, in the words an installer searches for.
 CERTIFICATE = "certificate verification"
@@ -179,10 +180,9 @@ class MqttBus:
 
     def __init__(self, settings: BusSettings) -> None:
         self.settings = settings
-        self._subs: dict[str, tuple[Handler, int]] = {}
-        self._connect_callbacks: list[Callable[[], None]] = []
-        self._error_listeners: list[Callable[[str], None]] = []
-        self._work: queue.Queue = queue.Queue()
+        self._dispatch = Dispatcher(f"bus-{settings.client_id}",
+                                    lambda topic_filter, topic: paho.topic_matches_sub(_unshare(topic_filter), topic))
+        self._dispatch.on_handler_error(self._note_error)
         self._connected = threading.Event()
         self._refusal: str | None = None
         self._stopping = False
@@ -194,9 +194,7 @@ class MqttBus:
         self._logged: tuple[str, str] | None = None  # the cause last logged: log again only when it changes
         self._refused_attempt = False  # this attempt got a refused CONNACK (its disconnect is no news)
         self._report: str | None = None  # the outage that ended with the latest connect, for ``state``
-        self._failure = ""  # the latest handler exception (dispatch thread only)
         self._client = self._make_client()
-        self._dispatcher = threading.Thread(target=self._dispatch, name=f"bus-{settings.client_id}", daemon=True)
 
     # -- setup ---------------------------------------------------------------------------
     def _make_client(self) -> paho.Client:
@@ -225,26 +223,28 @@ class MqttBus:
     def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
         """Register *handler*; (re)subscribed on every connect, so a broker that lost our session
         (restart without persistence) still delivers to us."""
-        with self._lock:
-            self._subs[topic_filter] = (handler, qos)
+        self._dispatch.add(topic_filter, handler, qos)
         if self._connected.is_set():
             self._client.subscribe(topic_filter, qos)
 
     def on_connect(self, callback: Callable[[], None]) -> None:
         """Run *callback* on the dispatch thread after every successful (re)connect."""
-        self._connect_callbacks.append(callback)
+        self._dispatch.on_connect(callback)
 
     def on_handler_error(self, listener: Callable[[str], None]) -> None:
         """Tell *listener* (on the dispatch thread) when a handler or connect callback raised: the
         dispatch thread goes on, but the failure must reach ``state``, not only the log."""
-        self._error_listeners.append(listener)
+        self._dispatch.on_handler_error(listener)
+
+    def _note_error(self, error: str) -> None:
+        self.last_error = error
 
     def start(self) -> None:
         """Connect in the background and keep reconnecting; returns at once (offline is normal)."""
         s = self.settings
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = s.session_expiry
-        self._dispatcher.start()
+        self._dispatch.start()
         self._client.connect_async(s.host, s.port, keepalive=s.keepalive,
                                    clean_start=s.session_expiry == 0, properties=props)
         self._client.loop_start()
@@ -285,9 +285,7 @@ class MqttBus:
         self._stopping = True  # our own goodbye is not a lost connection worth a warning
         self._client.disconnect()
         self._client.loop_stop()
-        self._work.put(_STOP)
-        if self._dispatcher.is_alive():
-            self._dispatcher.join(10)
+        self._dispatch.stop()
         self._connected.clear()
 
     # -- paho callbacks: record, enqueue, return ------------------------------------------
@@ -302,7 +300,7 @@ class MqttBus:
         self._refusal = None
         with self._lock:
             self._generation += 1
-            subs = [(t, q) for t, (_, q) in self._subs.items()]
+            subs = self._dispatch.subscriptions()
             outage, self._outage, self._logged = self._outage, None, None
             if outage is not None:
                 self._report = self._describe(outage)
@@ -314,7 +312,7 @@ class MqttBus:
         if outage is not None:  # the installer should see that the cause is gone
             log.warning("bus.connected_after_failures", extra={"client_id": self.settings.client_id,
                                                                "attempts": outage.attempts, "cause": outage.cause})
-        self._work.put(("connected",))
+        self._dispatch.connected()
 
     def _on_connect_fail(self, client, userdata) -> None:
         # paho calls this inside its ``except OSError`` around the connect, so the cause is at hand.
@@ -378,63 +376,13 @@ class MqttBus:
         if self.settings.manual_ack and msg.qos > 0:
             generation, mid, qos = self._generation, msg.mid, msg.qos
             ack = lambda: self._ack(generation, mid, qos)  # noqa: E731
-        self._work.put(("message", Message(msg.topic, msg.payload, msg.qos, bool(msg.retain), bool(msg.dup), ack)))
+        self._dispatch.deliver(Message(msg.topic, msg.payload, msg.qos, bool(msg.retain), bool(msg.dup), ack))
 
     def _ack(self, generation: int, mid: int, qos: int) -> None:
         # A packet id belongs to one connection: after a reconnect the broker redelivers, so a
         # stale ack must not go out (it could acknowledge a different message with the same id).
         if generation == self._generation and self._connected.is_set():
             self._client.ack(mid, qos)
-
-    # -- the dispatch thread ------------------------------------------------------------
-    def _dispatch(self) -> None:
-        while True:
-            item = self._work.get()
-            if item is _STOP:
-                return
-            if item[0] == "connected":
-                for callback in self._connect_callbacks:
-                    if not self._call(callback):
-                        self._handler_failed("a connect callback")
-            else:
-                self._deliver(item[1])
-
-    def _deliver(self, message: Message) -> None:
-        handler = self._handler_for(message.topic)
-        if handler is None:
-            message.ack()
-            return
-        if self._call(lambda: handler(message)):
-            message.ack()  # no-op if the handler acked already
-        else:
-            self._handler_failed(f"the handler of {message.topic}")
-
-    def _handler_failed(self, what: str) -> None:
-        error = f"{what} failed: {self._failure}"
-        self.last_error = error
-        for listener in self._error_listeners:
-            try:
-                listener(error)
-            except Exception:  # noqa: BLE001 - a broken listener must not stop the dispatch thread
-                log.exception("bus.error_listener_failed")
-
-    def _handler_for(self, topic: str) -> Handler | None:
-        with self._lock:
-            for topic_filter, (handler, _) in self._subs.items():
-                if paho.topic_matches_sub(_unshare(topic_filter), topic):
-                    return handler
-        return None
-
-    def _call(self, fn: Callable[[], None]) -> bool:
-        """Run a handler; an exception is logged (kept for ``_handler_failed``) and leaves the
-        message unacknowledged."""
-        try:
-            fn()
-            return True
-        except Exception as exc:
-            self._failure = f"{type(exc).__name__}: {exc}"
-            log.exception("bus.handler_failed")
-            return False
 
 
 def _unshare(topic_filter: str) -> str:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import queue
 import re
 import threading
 import time
@@ -44,11 +43,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kiosk.common.bus import BusSettings, Handler, Message
+from kiosk.common.dispatch import Dispatcher
 from kiosk.common.errors import BusError, NotConnected
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
 _SHARE = re.compile(r"\$share/([^/+#]+)/(.+)")
 
 
@@ -323,9 +322,10 @@ class MemoryBus:
 
     def __init__(self, broker: MemoryBroker, settings: BusSettings, *, auto_reconnect: bool = True) -> None:
         self.broker, self.settings, self.auto_reconnect = broker, settings, auto_reconnect
-        self._subs: dict[str, tuple[Handler, int]] = {}
-        self._connect_callbacks: list[Callable[[], None]] = []
-        self._work: queue.Queue = queue.Queue()
+        self._dispatch = Dispatcher(f"membus-{settings.client_id}",
+                                    lambda topic_filter, topic: matches(unshare(topic_filter)[1], topic),
+                                    halted=lambda: self._dead)
+        self._dispatch.on_handler_error(self._note_error)
         self._connected = threading.Event()
         self._lock = threading.Lock()
         self._link: _Link | None = None
@@ -337,7 +337,6 @@ class MemoryBus:
         self._timer: threading.Timer | None = None
         self._started = self._stopped = self._dead = False
         self.last_error: str | None = None
-        self._dispatcher = threading.Thread(target=self._dispatch, name=f"membus-{settings.client_id}", daemon=True)
 
     # -- the Bus interface --------------------------------------------------------------
     @property
@@ -346,19 +345,26 @@ class MemoryBus:
 
     def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
         """Register *handler*; (re)subscribed on every connect, as ``MqttBus`` does."""
+        self._dispatch.add(topic_filter, handler, qos)
         with self._lock:
-            self._subs[topic_filter] = (handler, qos)
             link = self._link if self._connected.is_set() else None
         if link is not None:
             self._subscribe(link, topic_filter, qos)
 
     def on_connect(self, callback: Callable[[], None]) -> None:
-        self._connect_callbacks.append(callback)
+        self._dispatch.on_connect(callback)
+
+    def on_handler_error(self, listener: Callable[[str], None]) -> None:
+        """As ``MqttBus.on_handler_error``: a handler's failure reaches *listener* (and ``state``)."""
+        self._dispatch.on_handler_error(listener)
+
+    def _note_error(self, error: str) -> None:
+        self.last_error = error
 
     def start(self) -> None:
         """Connect now (a refused or closed broker is retried after the back-off, like paho)."""
         self._started = True
-        self._dispatcher.start()
+        self._dispatch.start()
         self._attempt(force=True)
 
     def wait_connected(self, timeout: float) -> None:
@@ -393,9 +399,7 @@ class MemoryBus:
         if link is not None:
             self.broker.detach(link)
         self._connected.clear()
-        self._work.put(_STOP)
-        if self._dispatcher.is_alive():
-            self._dispatcher.join(10)
+        self._dispatch.stop()
 
     def connect_report(self) -> str | None:
         """Why connecting failed before the latest connect (once; None if it did not)."""
@@ -429,7 +433,7 @@ class MemoryBus:
             self._failed(f"{self.settings.host}:{self.settings.port}: {exc}")
         else:
             with self._lock:
-                subs = [(t, q) for t, (_, q) in self._subs.items()]
+                subs = self._dispatch.subscriptions()
             for topic_filter, qos in subs:  # as MqttBus does in on_connect
                 self._subscribe(link, topic_filter, qos)
 
@@ -465,7 +469,7 @@ class MemoryBus:
             self._failures = 0
         self._connected.set()
         log.info("bus.connected", extra={"client_id": self.settings.client_id, "session_present": session_present})
-        self._work.put(("connected",))
+        self._dispatch.connected()
 
     def _dropped(self, link: _Link, reason: str, *, final: bool) -> None:
         with self._lock:
@@ -477,7 +481,7 @@ class MemoryBus:
         self.last_error = f"disconnected: {reason}"
         log.warning("bus.disconnected", extra={"client_id": self.settings.client_id, "reason": reason})
         if final:
-            self._work.put(_STOP)
+            self._dispatch.halt()
         else:
             self._schedule()
 
@@ -485,7 +489,7 @@ class MemoryBus:
         if self.settings.manual_ack and message.qos > 0:
             generation = self._generation
             message._ack = lambda: self._ack(generation, link, mid)
-        self._work.put(("message", message))
+        self._dispatch.deliver(message)
 
     def _subscribe(self, link: _Link, topic_filter: str, qos: int) -> None:
         if not self.broker.subscribe(link, topic_filter, qos) and link is self._link:
@@ -496,39 +500,3 @@ class MemoryBus:
         # As MqttBus: an ack from an earlier connection must not go out (the broker redelivers).
         if generation == self._generation and self._connected.is_set():
             self.broker.settle(link, mid)
-
-    # -- the dispatch thread (as MqttBus's) ---------------------------------------------
-    def _dispatch(self) -> None:
-        while True:
-            item = self._work.get()
-            if item is _STOP or self._dead:
-                return
-            if item[0] == "connected":
-                for callback in self._connect_callbacks:
-                    self._call(callback)
-            else:
-                self._deliver(item[1])
-
-    def _deliver(self, message: Message) -> None:
-        handler = self._handler_for(message.topic)
-        if handler is None:
-            message.ack()
-            return
-        if self._call(lambda: handler(message)):
-            message.ack()
-
-    def _handler_for(self, topic: str) -> Handler | None:
-        with self._lock:
-            for topic_filter, (handler, _) in self._subs.items():
-                if matches(unshare(topic_filter)[1], topic):
-                    return handler
-        return None
-
-    @staticmethod
-    def _call(fn: Callable[[], None]) -> bool:
-        try:
-            fn()
-            return True
-        except Exception:
-            log.exception("bus.handler_failed")
-            return False

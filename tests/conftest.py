@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +41,15 @@ class Hub:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(export_keys(self.engine, merchant).to_json())
         return dest
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _collect_garbage_per_module():
+    """Free what a module's tests left to the garbage collector before the next module runs: a
+    socket a test forgot to close then fails that module (filterwarnings=error), not whichever
+    unrelated test happens to be running when the collector gets to it."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture

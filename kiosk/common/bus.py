@@ -285,8 +285,19 @@ class MqttBus:
         self._stopping = True  # our own goodbye is not a lost connection worth a warning
         self._client.disconnect()
         self._client.loop_stop()
+        self._close_sockets()
         self._dispatch.stop()
         self._connected.clear()
+
+    def _close_sockets(self) -> None:
+        """Close what paho leaves open after ``loop_stop``: its socket and the wake-up socket pair
+        (a TCP pair on 127.0.0.1), else each stopped bus leaks them to the garbage collector."""
+        reset = getattr(self._client, "_reset_sockets", None)  # paho 2.x; private, hence the guard
+        if reset is not None:
+            try:
+                reset()
+            except OSError as exc:
+                log.debug("bus.close_failed", extra={"error": str(exc)})
 
     # -- paho callbacks: record, enqueue, return ------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:

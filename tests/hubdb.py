@@ -80,7 +80,9 @@ def _reset(server: Server, name: str) -> None:
         conn.execute("CREATE SCHEMA public")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+# The PostgreSQL variant is ``slow`` (a database emptied per test, a server round trip per
+# statement): `make test-fast` runs the hub tests on SQLite, `make test` on both.
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def hub_url(request, tmp_path) -> str:
     """A SQLAlchemy URL of an empty hub database, once per backend."""
     if request.param == "sqlite":

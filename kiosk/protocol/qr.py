@@ -7,6 +7,7 @@ a pass at version 7, level M. Decoders join the segments back into the one text.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import re
@@ -35,10 +36,17 @@ def segments(text: str) -> list[str]:
 
 def make_qr(text: str, warn: bool = True) -> segno.QRCode:
     """A QR code at error level M, the smallest version that fits; warns past version 7."""
-    qr = segno.make_qr(segments(text), error="m", boost_error=False)
+    qr = _encode(text)
     if warn and qr.version > MAX_VERSION:
         log.warning("qr.version_too_high", extra={"version": qr.version, "chars": len(text)})
     return qr
+
+
+@functools.lru_cache(maxsize=64)
+def _encode(text: str) -> segno.QRCode:
+    """Encoding costs ~17 ms (segno tries all eight masks); a pass is drawn several times (its
+    version checked, saved, shown in frames), so recent codes are kept. Callers only read them."""
+    return segno.make_qr(segments(text), error="m", boost_error=False)
 
 
 def check_suffix(path: Path | str) -> str:

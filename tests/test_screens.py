@@ -128,16 +128,26 @@ def test_every_string_fits_the_screen_with_the_largest_values():
 
 
 class _Recorder(ImageDraw.ImageDraw):
-    """A drawing surface that keeps the bounding box of every text it draws."""
+    """A drawing surface that keeps the layout box of every text line drawn on it (the font's
+    box, as ``draw.text`` would place the line, not just its ink)."""
 
     def __init__(self, image: Image.Image):
         super().__init__(image)
         self.boxes: list[tuple[str, tuple[int, int, int, int]]] = []
 
-    def text(self, xy, text, *args, **kwargs):
-        box = self.textbbox(xy, text, font=kwargs.get("font"), anchor=kwargs.get("anchor"))
-        self.boxes.append((text, tuple(int(v) for v in box)))
-        return super().text(xy, text, *args, **kwargs)
+
+@pytest.fixture
+def recorded_lines(monkeypatch):
+    """Record each line ``screens`` centres on a _Recorder, then draw it as usual."""
+    centred = screens._centred
+
+    def record(draw, top, line, roles):
+        if isinstance(draw, _Recorder):
+            box = draw.textbbox((WIDTH // 2, top), line, font=screens.fitting_font(line, *roles), anchor="mt")
+            draw.boxes.append((line, tuple(int(v) for v in box)))
+        centred(draw, top, line, roles)
+
+    monkeypatch.setattr(screens, "_centred", record)
 
 
 def _every_screen(lang: str) -> list[screens.Screen]:
@@ -162,7 +172,7 @@ def _every_screen(lang: str) -> list[screens.Screen]:
 
 
 @pytest.mark.parametrize("lang", TEXTS)
-def test_no_screen_text_leaves_the_screen_or_overlaps(lang):
+def test_no_screen_text_leaves_the_screen_or_overlaps(lang, recorded_lines):
     """Every text box inside the 2 px margin, clear of the other texts and of the progress bar."""
     for screen in _every_screen(lang):
         surface = _Recorder(Image.new("1", (WIDTH, HEIGHT), 0))

@@ -139,9 +139,36 @@ def _progress(draw: ImageDraw.ImageDraw, balance: int, goal: int, unit: str, top
 
 
 def _lines(draw: ImageDraw.ImageDraw, first: str, second: str = "", top: int = 6) -> None:
-    draw.text((WIDTH // 2, top), first, font=fitting_font(first, *TITLE), fill=1, anchor="mt")
+    _centred(draw, top, first, TITLE)
     if second:
-        draw.text((WIDTH // 2, top + 18), second, font=fitting_font(second, *LINE), fill=1, anchor="mt")
+        _centred(draw, top + 18, second, LINE)
+
+
+def _centred(draw: ImageDraw.ImageDraw, top: int, line: str, roles: tuple[str, ...]) -> None:
+    """*line* centred on the screen, its ascender at *top*, in the first of *roles* it fits."""
+    mask, dx, dy = _rendered(line, roles)
+    if mask is not None:
+        draw.bitmap((WIDTH // 2 + dx, top + dy), mask, fill=1)
+
+
+_MARGIN = 16  # room around the text while it is rendered alone (accents, descenders)
+
+
+@lru_cache(maxsize=256)
+def _rendered(line: str, roles: tuple[str, ...]) -> tuple[Image.Image | None, int, int]:
+    """*line* rendered once as a 1-bit mask and its offset from (centre, top): FreeType takes
+    ~1 ms a line, and a kiosk shows the same few lines all day. The pixels are those
+    ``draw.text(..., anchor="mt")`` makes (the golden screens check it)."""
+    font_ = fitting_font(line, *roles)
+    width = int(font_.getlength(line)) + 2 * _MARGIN
+    scratch = Image.new("1", (width, font_.size + 2 * _MARGIN), 0)
+    pen = ImageDraw.Draw(scratch)
+    pen.fontmode = "1"
+    pen.text((width // 2, _MARGIN), line, font=font_, fill=1, anchor="mt")
+    box = scratch.getbbox()
+    if box is None:
+        return None, 0, 0
+    return scratch.crop(box), box[0] - width // 2, box[1] - _MARGIN
 
 
 def _count(lang: str, balance: int, goal: int, unit: str) -> str:
@@ -171,7 +198,7 @@ def draw(screen: Screen, canvas: ImageDraw.ImageDraw) -> None:
         case Redeemed(reward, balance, unit, lang):
             _lines(canvas, text(lang, "redeemed"), reward[:18])
             left = text(lang, "left_stamps" if unit == "stamps" else "left_points", n=balance)
-            canvas.text((WIDTH // 2, 50), left, font=fitting_font(left, *LINE), fill=1, anchor="mt")
+            _centred(canvas, 50, left, LINE)
         case Rejected(code, lang):
             first, second = reason_text(lang, code)
             canvas.rectangle((0, 0, WIDTH - 1, HEIGHT - 1), outline=1)

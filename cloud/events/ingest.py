@@ -117,8 +117,8 @@ def store(conn: Connection, sql: Dialect, dead: DeadLetters, topic: str, merchan
                         [e.kiosk_seq for e in fresh] + [seq for seq, _ in settled if seq], now)
     ledger = None
     if lease_to is not None and rows:
-        ledger = outbox.OutboxBatch(merchant, ids, LedgerBatch(entries=[outbox.fresh_entry(e, kiosk, row["hub_seq"])
-                                                                        for e, row in zip(fresh, rows)]))
+        entries = [outbox.fresh_entry(e, kiosk, row["hub_seq"]) for e, row in zip(fresh, rows)]
+        ledger = outbox.OutboxBatch(merchant, ids, LedgerBatch.model_construct(entries=entries))  # checked at decode
     return Stored(merchant, kiosk, len(rows), duplicates, len(refused) + len(checked.refused), acked,
                   conflicts=conflicts, ledger=ledger, ledger_id=ledger_id), written
 

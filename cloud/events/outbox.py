@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Connection, DateTime, String, insert, or_, select, update
@@ -18,7 +18,7 @@ from sqlalchemy.engine import Row
 
 from cloud.events.sql import Dialect
 from cloud.models import HubEvent, LedgerOutbox
-from kiosk.protocol.event import from_hub, from_wire, wire_fields
+from kiosk.protocol.event import from_hub, wire_fields
 from kiosk.protocol.messages import LedgerBatch, LedgerEntry, WireEvent
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,9 @@ def relayable(ev: HubEvent | Row) -> LedgerEntry | None:
 
 def fresh_entry(e: WireEvent, kiosk: str, hub_seq: int) -> LedgerEntry:
     """The ``ledger`` entry of an event just accepted, as ``ledger_entry`` would read it back."""
-    event = from_wire(e)
-    return LedgerEntry(**wire_fields(replace(event, occurred_at=event.occurred_at.astimezone(timezone.utc))),
-                       kiosk=kiosk, hub_seq=hub_seq)
+    # *e* passed the schema at decode: built, not validated a second time (it is the hot path)
+    return LedgerEntry.model_construct(**{**e.__dict__, "occurred_at": e.occurred_at.astimezone(timezone.utc),
+                                          "kiosk": kiosk, "hub_seq": hub_seq})
 
 
 def ledger_entry(ev: HubEvent | Row) -> LedgerEntry:

@@ -197,7 +197,10 @@ def decode_items(model: type[M], payload: bytes | str, field: str) -> tuple[M, l
         except ValidationError as exc:
             refused.append(Refused(index, item, _reason(exc, prefix=(field, index))))
     try:
-        return model.model_validate({**doc, field: good}), refused
+        # The envelope is checked with one item (pydantic would run each item's model validator
+        # again), then given all of them: every item was validated just above.
+        envelope = model.model_validate({**doc, field: good[:1]})
+        return envelope.model_copy(update={field: good}), refused
     except ValidationError as exc:
         if refused and not good:  # e.g. a batch must hold one event: say why each was refused
             raise ItemsRefused(refused, {k: v for k, v in doc.items() if k != field}) from None

@@ -214,9 +214,11 @@ def convergence(n: int, timeout: float) -> dict:
             watcher = ReportWatcher(broker.port, merchant)
             hub = MqttBus(BusSettings(host="127.0.0.1", port=broker.port, client_id="bench-hub-admin"))
             try:
-                connect_s = sim.start(timeout)
+                # The hub's connection first: paho's loop uses select(), which fails on a socket
+                # numbered above 1024, and the 1,000 kiosk sockets of this process come first otherwise.
                 hub.start()
                 hub.wait_connected(10)
+                connect_s = sim.start(timeout)
                 pushes = [_push(fleet_config, engine, hub_dir, merchant, program, hub, watcher, sim, n, timeout)
                           for _ in range(2)]
             finally:

@@ -71,8 +71,8 @@ class MqttSection(BaseModel):
 
 class IngestSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max_event_ahead_minutes: int = Field(5, ge=0, le=24 * 60)
-    max_event_age_days: int = Field(3650, ge=1, le=36500)
+    max_event_ahead_minutes: int = Field(int(ClockWindow.future / timedelta(minutes=1)), ge=0, le=24 * 60)
+    max_event_age_days: int = Field(ClockWindow.past.days, ge=1, le=36500)
     session_expiry: int = Field(3600, ge=0, description="seconds the broker keeps an absent worker's messages")
 
     def window(self) -> ClockWindow:

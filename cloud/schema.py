@@ -22,7 +22,6 @@ from sqlalchemy.engine import Engine
 
 log = logging.getLogger(__name__)
 
-BASELINE = "0001"  # release 0.1.0, made by create_all before migrations existed
 RELEASE_0_1_0 = "0.1.0 (before 0001)"  # what ``upgrade`` reports for such a database
 _SCHEMA_LOCK = 0x5354_4D50  # PostgreSQL advisory lock around schema changes ("STMP")
 

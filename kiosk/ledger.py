@@ -242,7 +242,7 @@ class Ledger:
 
     def _own_after(self, member: str, seq: int) -> tuple[list[Event], int]:
         rows = self._db.execute(_OWN_ROWS, (member, seq)).fetchall()
-        return [self._event(r) for r in rows], (rows[-1][0] if rows else seq)
+        return [from_sqlite(r) for r in rows], (rows[-1][0] if rows else seq)
 
     def _foreign_after(self, member: str, hub_seq: int) -> tuple[list[Event], int]:
         rows = self._db.execute(_HUB_ROWS, (member, hub_seq)).fetchall()
@@ -315,15 +315,11 @@ class Ledger:
         """Events with a sequence number above *kiosk_seq*, oldest first (the outbox reads this)."""
         rows = self._db.execute("SELECT * FROM events WHERE kiosk_seq > ? ORDER BY kiosk_seq LIMIT ?",
                                 (kiosk_seq, limit))
-        return [self._event(row) for row in rows]
+        return [from_sqlite(row) for row in rows]
 
     @_guarded("read")
     def last_seq(self) -> int:
         return self._db.execute("SELECT COALESCE(MAX(kiosk_seq), 0) FROM events").fetchone()[0]
-
-    @staticmethod
-    def _event(row: tuple) -> Event:
-        return from_sqlite(row)
 
     @_guarded("read")
     def events(self, member: str | None = None) -> list[Event]:
@@ -331,7 +327,7 @@ class Ledger:
         sql, args = "SELECT * FROM events ORDER BY kiosk_seq", ()
         if member is not None:
             sql, args = "SELECT * FROM events WHERE member = ? ORDER BY kiosk_seq", (member,)
-        return [self._event(row) for row in self._db.execute(sql, args)]
+        return [from_sqlite(row) for row in self._db.execute(sql, args)]
 
     # The counter session lives here so that `stempel-kiosk redeem` in another process sees it.
     @_guarded("write the counter session to")

@@ -251,4 +251,3 @@ def test_a_database_outage_leaves_the_message_for_redelivery(tmp_path, hub_url, 
         kiosk.close()
         watcher.close()
         store.close()
-        gc.collect()  # paho's wake-up socket pair of a stopped client: freed within this test

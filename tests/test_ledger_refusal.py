@@ -9,7 +9,6 @@ cursor past them, and goes on stamping every member.
 
 from __future__ import annotations
 
-import gc
 import json
 from datetime import timedelta
 
@@ -76,4 +75,3 @@ def test_a_relayed_entry_the_kiosk_cannot_apply_is_refused_and_scanning_goes_on(
         forger.close()
         states.stop()
         kiosk.stop()
-        gc.collect()  # paho's wake-up socket pair of a stopped client: freed within this test

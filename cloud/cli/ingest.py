@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from cloud.cli.context import HubContext, given, pass_hub, run
+from cloud.config import IngestSection
 
 
 @click.command()
@@ -22,11 +23,13 @@ from cloud.cli.context import HubContext, given, pass_hub, run
 @click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), help="Client key (PEM).")
 @click.option("--worker-id", help="MQTT client id; keep it stable per worker. [the username, else stempel-ingest-1]")
 @click.option("--group", help="Shared subscription group. [stempel-ingest]")
-@click.option("--session-expiry", default=3600, show_default=True,
+@click.option("--session-expiry", default=IngestSection.model_fields["session_expiry"].default, show_default=True,
               help="Seconds the broker keeps an absent worker's unacknowledged messages.")
-@click.option("--max-event-ahead", "ahead_minutes", type=click.IntRange(0, 24 * 60), default=5, show_default=True,
+@click.option("--max-event-ahead", "ahead_minutes", type=click.IntRange(0, 24 * 60), show_default=True,
+              default=IngestSection.model_fields["max_event_ahead_minutes"].default,
               help="Refuse events dated more minutes ahead of the hub.")
-@click.option("--max-event-age", "age_days", type=click.IntRange(1, 36500), default=3650, show_default=True,
+@click.option("--max-event-age", "age_days", type=click.IntRange(1, 36500), show_default=True,
+              default=IngestSection.model_fields["max_event_age_days"].default,
               help="Refuse events dated more days before the hub's clock.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("--crash-after-commits", type=int, hidden=True, envvar="STEMPEL_TEST_CRASH_AFTER_COMMITS")

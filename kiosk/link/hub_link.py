@@ -26,7 +26,15 @@ from kiosk.common.bus import Bus, BusSettings, Handler, Message, MqttBus, Tls
 from kiosk.common.errors import BusError, ConfigError, LedgerError, MessageError
 from kiosk.config import KioskConfig
 from kiosk.ledger import Ledger
-from kiosk.link.documents import CONFIGS, KEYS, KIOSK, LABELS, MERCHANT, DocumentFollower, Outcome
+from kiosk.link.documents import (
+    CONFIGS,
+    KEYS,
+    KIOSK,
+    LABELS,
+    MERCHANT,
+    DocumentFollower,
+    Outcome,
+)
 from kiosk.link.events import OutboxSender, SenderSettings
 from kiosk.link.ledger import FollowerSettings, LedgerFollower, sync_requester
 from kiosk.link.state import StateReporter, StatusBoard, software_version, state_will
@@ -66,8 +74,8 @@ class HubLink:
         if self.inbound is not None:
             self.inbound.start()
         self.bus.on_connect(self._on_connected)
-        if hasattr(self.bus, "on_handler_error"):  # a handler of any part raised: say so in ``state``
-            self.bus.on_handler_error(lambda error: self.status.set_error("bus", error))
+        # a handler of any part raised: say so in ``state`` (both buses share one dispatcher)
+        self.bus.on_handler_error(lambda error: self.status.set_error("bus", error))
         self.sender.start()
         self.bus.start()
         return self

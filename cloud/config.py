@@ -15,6 +15,12 @@ settings_file = "/var/lib/stempel-hub/broker/hub-mqtt.toml"   # STEMPEL_HUB_MQTT
 # host, port, username, password_file, tls, ca_file, cert_file, key_file override it
 # ingest_group = "..."                 # STEMPEL_INGEST_GROUP, --group
 
+[web]                                  # `stempel-hub serve` (cloud/web/)
+host = "127.0.0.1"                     # STEMPEL_WEB_HOST, --host
+port = 8080                            # STEMPEL_WEB_PORT, --port
+workers = 2                            # STEMPEL_WEB_WORKERS, --workers
+secure_cookies = true                  # false only for plain-HTTP testing on localhost
+
 [ingest]
 max_event_ahead_minutes = 5            # STEMPEL_HUB_MAX_EVENT_AHEAD_MINUTES, --max-event-ahead
 max_event_age_days = 3650              # STEMPEL_HUB_MAX_EVENT_AGE_DAYS, --max-event-age
@@ -42,7 +48,8 @@ DEFAULT_PATH = Path("/etc/stempel/hub.toml")
 ENV = {"STEMPEL_HUB_DIR": "hub.data_dir", "STEMPEL_HUB_DB": "hub.db_url", "STEMPEL_HUB_MQTT": "mqtt.settings_file",
        "STEMPEL_INGEST_GROUP": "mqtt.ingest_group",
        "STEMPEL_HUB_MAX_EVENT_AHEAD_MINUTES": "ingest.max_event_ahead_minutes",
-       "STEMPEL_HUB_MAX_EVENT_AGE_DAYS": "ingest.max_event_age_days"}
+       "STEMPEL_HUB_MAX_EVENT_AGE_DAYS": "ingest.max_event_age_days",
+       "STEMPEL_WEB_HOST": "web.host", "STEMPEL_WEB_PORT": "web.port", "STEMPEL_WEB_WORKERS": "web.workers"}
 
 
 class HubSection(BaseModel):
@@ -81,11 +88,22 @@ class IngestSection(BaseModel):
                            past=timedelta(days=self.max_event_age_days))
 
 
+class WebSection(BaseModel):
+    """The owner's and the members' web pages (``stempel-hub serve``); put a TLS proxy in front."""
+
+    model_config = ConfigDict(extra="forbid")
+    host: str = Field("127.0.0.1", min_length=1, description="address to listen on")
+    port: int = Field(8080, ge=1, le=65535)
+    workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes")
+    secure_cookies: bool = Field(True, description="cookies only over HTTPS; false for plain-HTTP tests")
+
+
 class HubConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hub: HubSection = HubSection()
     mqtt: MqttSection = MqttSection()
     ingest: IngestSection = IngestSection()
+    web: WebSection = WebSection()
     _source: str = PrivateAttr("defaults")  # the file it came from, for messages
 
     @property

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text,
+from datetime import date
+
+from sqlalchemy import (JSON, BigInteger, Date, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text,
                         UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -45,12 +47,23 @@ class SigningKey(Base):
 
 
 class Member(Base):
+    """A member of one merchant. The id is a random pseudonym (``m`` + 9 base32 characters):
+    erasure wipes the personal fields and keeps the id, so the ledger and the metrics stay whole."""
+
     __tablename__ = "members"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     revoked: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    email: Mapped[str | None] = mapped_column(String(254))
+    birthday: Mapped[date | None] = mapped_column(Date)
+    referred_by: Mapped[str | None] = mapped_column(String(32))
+    joined_via: Mapped[str | None] = mapped_column(String(32))  # the kiosk whose join code was used
+    language: Mapped[str | None] = mapped_column(String(8))
+    consent_program_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    consent_marketing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class PassRecord(Base):
@@ -182,6 +195,8 @@ class Conflict(Base):
     kiosks: Mapped[list] = mapped_column(JSON)  # the kiosks those events came from
     detected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_by: Mapped[str | None] = mapped_column(String(254))
+    resolution: Mapped[str | None] = mapped_column(String(500))
 
 
 # -- the fleet: broker accounts and the signed documents pushed to kiosks ------------------------
@@ -211,6 +226,8 @@ class ConfigRevision(Base):
     version: Mapped[int] = mapped_column(Integer)
     document: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    source: Mapped[str | None] = mapped_column(Text)  # the programme's TOML as written, when known
+    created_by: Mapped[str | None] = mapped_column(String(254))  # the owner's login, or None for the CLI
 
 
 class KeysRevision(Base):
@@ -223,3 +240,41 @@ class KeysRevision(Base):
     version: Mapped[int] = mapped_column(Integer)
     document: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# -- the web: owner logins, API tokens, rate limits -------------------------------------------------
+
+class User(Base):
+    """A login to the owner pages of one merchant; ``role`` is ``owner`` or ``staff``. Only the
+    argon2 hash of the password is kept."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    login: Mapped[str] = mapped_column(String(254), unique=True)
+    role: Mapped[str] = mapped_column(String(8))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiToken(Base):
+    """A merchant's bearer token for ``/api/v1/``: the SHA-256 of the token is kept, shown once."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RateHit(Base):
+    """Requests counted per key (``join-ip:1.2.3.4``, ``login:shop``) and fixed window; shared by
+    every web worker through the database, so a limit holds however many workers serve."""
+
+    __tablename__ = "rate_hits"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)  # start, epoch seconds
+    count: Mapped[int] = mapped_column(Integer, default=0)

@@ -102,7 +102,7 @@ def init_merchant(engine: Engine, keys: KeyStore, merchant: str, name: str, base
 class IssuedPass:
     member: str
     url: str
-    path: Path
+    path: Path | None
     qr_version: int
     serial: str | None = None
 
@@ -128,38 +128,60 @@ def reissue_pass(engine: Engine, keys: KeyStore, merchant: str, member: str, out
     return _issue(engine, keys, merchant, check_id(member, "member"), None, Path(out), must_exist=True)
 
 
-def _issue(engine: Engine, keys: KeyStore, merchant: str, member: str, name: str | None, out: Path,
-           must_exist: bool) -> IssuedPass:
-    qr.check_suffix(out)
+def _issue(engine: Engine, keys: KeyStore, merchant: str, member: str, name: str | None, out: Path | None,
+           must_exist: bool, profile: dict | None = None) -> IssuedPass:
+    """Sign the next pass of *member* (enrolled with *name* and *profile* columns if new) and,
+    with *out*, write its QR image inside the transaction."""
+    if out is not None:
+        qr.check_suffix(out)
     written = False
     try:
         with Session(engine) as session, session.begin():
             shop = _merchant_or_fail(session, merchant)
-            row = _member(session, merchant, member, name, must_exist)
+            row = _member(session, merchant, member, name, must_exist, profile)
             serial = pass_store.new_pass(session, row, enrolled=row in session.new).serial
             signer = PassSigner(merchant, keys.load(merchant, active_keys(session, merchant)[0].kid))
             url = signer.url(shop.base_url, member, serial)
-            qr.save(url, out)  # inside the transaction: a failed write leaves no pass behind
-            written = True
+            if out is not None:
+                qr.save(url, out)  # inside the transaction: a failed write leaves no pass behind
+                written = True
     except BaseException:
-        if written:
+        if written and out is not None:
             out.unlink(missing_ok=True)  # the commit failed: no image of a pass the hub does not know
         raise
     log.info("passes.issued", extra={"merchant": merchant, "member": member, "serial": serial})
-    return IssuedPass(member, url, Path(out), qr.make_qr(url).version, serial)
+    return IssuedPass(member, url, out, qr.make_qr(url).version, serial)
 
 
-def _member(session: Session, merchant: str, member: str, name: str | None, must_exist: bool) -> Member:
+def enrol(engine: Engine, keys: KeyStore, merchant: str, name: str, profile: dict) -> IssuedPass:
+    """Enrol a new member from the join page with *profile* (``Member`` columns: email,
+    birthday, consents, ...) and sign their first pass; no image is written (the card page
+    draws the QR)."""
+    check_id(merchant, "merchant")
+    check_name(name, "first name")
+    return _issue(engine, keys, merchant, new_member_id(), name, None, must_exist=False, profile=profile)
+
+
+def reissue_url(engine: Engine, keys: KeyStore, merchant: str, member: str) -> IssuedPass:
+    """A new pass for an existing member, as a URL only (the owner pages show its card)."""
+    check_id(merchant, "merchant")
+    return _issue(engine, keys, merchant, check_id(member, "member"), None, None, must_exist=True)
+
+
+def _member(session: Session, merchant: str, member: str, name: str | None, must_exist: bool,
+            profile: dict | None = None) -> Member:
     row = session.get(Member, member)
     if row is not None and row.merchant_id != merchant:
         raise ConfigError(f"member {member!r} is not a member of {merchant!r}; a pass is issued only by the "
                           "member's own merchant")
     if row is None and must_exist:
         raise ConfigError(f"merchant {merchant!r} has no member {member!r}; leave out --member to enrol a new one")
+    if row is not None and row.erased_at is not None:
+        raise ConfigError(f"member {member!r} was erased; enrol them again as a new member")
     if row is None:
         if name is None:
             raise ConfigError("a new member needs a name (--member-name)")
-        row = Member(id=member, merchant_id=merchant, name=name)
+        row = Member(id=member, merchant_id=merchant, name=name, **(profile or {}))
         session.add(row)
     return row
 

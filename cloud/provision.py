@@ -36,8 +36,9 @@ from cloud.broker.passwd import hash_password, new_password
 from cloud.hubkey import hub_keys_json
 from cloud.models import BrokerAccount, utcnow
 from cloud.passes import export_keys
+from cloud.members import HUB_KIOSK
 from cloud.store import all_accounts, find_kiosk
-from kiosk.common.errors import ProvisioningError
+from kiosk.common.errors import ConfigError, ProvisioningError
 from kiosk.protocol import topics
 
 BUNDLE_OPTIONAL = ("ca.crt", "client.crt", "client.key")
@@ -65,6 +66,9 @@ def add_kiosk(engine: Engine, data_dir: Path, merchant: str, kiosk: str, endpoin
               out: Path | None = None, rotate: bool = False) -> Provisioned:
     """Create kiosk credentials and bundle; raises ConfigError (bad id, unknown merchant) or
     ProvisioningError (already provisioned without *rotate*, username taken)."""
+    if kiosk == HUB_KIOSK:
+        raise ConfigError(f"kiosk id {HUB_KIOSK!r} is reserved for the hub's own ledger entries "
+                          "(the owner's adjustments); choose another kiosk id")
     account = kiosk_account(merchant, kiosk)
     keys_json = export_keys(engine, merchant).to_json()  # fails early for an unknown merchant
     _check_files(endpoint)

@@ -27,6 +27,7 @@ from kiosk.protocol.event import (
     CONTENT,
     SQLITE_TYPES,
     Event,
+    engine_entry,
     from_sqlite,
     from_wire,
     sqlite_values,
@@ -87,13 +88,6 @@ CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events
 CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
 """.replace("{columns}", _EVENT_COLUMNS + "\n")
-
-
-def _entry(event: Event) -> Entry:
-    """The engine's view of a ledger event."""
-    detail = {k: v for k, v in event.detail.items() if k != "cause"}
-    return Entry(event.kind, event.member or "", event.delta, event.rule or "", event.detail.get("cause", ""),
-                 event.reward, detail)
 
 
 @dataclass(frozen=True)
@@ -234,7 +228,7 @@ class Ledger:
 
     def _fold(self, member: str, events: list[Event], program: Program, snap: _Snapshot | None,
               own_seq: int, hub_seq: int) -> _Snapshot:
-        state = fold(member, ((_entry(e), e.occurred_at) for e in events), program,
+        state = fold(member, ((engine_entry(e), e.occurred_at) for e in events), program,
                      start=snap.state if snap else None)
         last = events[-1].order() if events else (snap.last if snap else None)
         self._snapshots[member] = new = _Snapshot(own_seq, hub_seq, last, state)

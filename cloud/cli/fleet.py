@@ -62,7 +62,8 @@ def config_push(ctx: HubContext, program_file, merchant, kiosk, wait_seconds, **
     program = run(lambda: load_program(program_file))
     bus = run(hub.connect)
     try:
-        doc = run(lambda: documents.prepare(hub.engine, hub.data_dir, merchant, program, kiosk))
+        source = program_file.read_text()
+        doc = run(lambda: documents.prepare(hub.engine, hub.data_dir, merchant, program, kiosk, source=source))
         topic = run(lambda: documents.publish(bus, doc))
         click.echo(f"programme {program.name!r} is version {doc['version']} on {topic}")
         if wait_seconds > 0:

@@ -38,8 +38,10 @@ def latest_version(engine: Engine, merchant: str, kiosk: str | None = None) -> i
             ConfigRevision.merchant_id == merchant, ConfigRevision.kiosk_id == (kiosk or ""))) or 0
 
 
-def prepare(engine: Engine, data_dir: Path, merchant: str, program: Program, kiosk: str | None = None) -> dict:
-    """Record and sign the next version of *merchant*'s (or *kiosk*'s) programme."""
+def prepare(engine: Engine, data_dir: Path, merchant: str, program: Program, kiosk: str | None = None,
+            source: str | None = None, by: str | None = None) -> dict:
+    """Record and sign the next version of *merchant*'s (or *kiosk*'s) programme; *source* is
+    its TOML as written (the owner's editor shows it again), *by* who published it."""
     if kiosk is not None:
         check_id(kiosk, "kiosk")
     key = hub_signing_key(data_dir)
@@ -53,7 +55,7 @@ def prepare(engine: Engine, data_dir: Path, merchant: str, program: Program, kio
                            "version": (current or 0) + 1,
                            "issued_at": utcnow().isoformat(), "program": program.model_dump(mode="json")}, key)
         session.add(ConfigRevision(merchant_id=merchant, kiosk_id=kiosk or "", version=doc["version"],
-                                   document=json.dumps(doc)))
+                                   document=json.dumps(doc), source=source, created_by=by))
     return doc
 
 

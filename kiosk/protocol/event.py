@@ -16,6 +16,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import Any
 
+from kiosk.rules.state import Entry
+
 
 @dataclass(frozen=True)
 class Event:
@@ -104,3 +106,11 @@ def from_hub(row: Any) -> Event:
     values["occurred_at"] = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
     values["detail"] = values["detail"] or {}
     return Event(**values)
+
+
+# -- the rules engine --------------------------------------------------------------------------
+def engine_entry(event: Event) -> Entry:
+    """The engine's view of a stored event (kiosk or hub): what ``kiosk.rules.fold`` takes."""
+    detail = {k: v for k, v in event.detail.items() if k != "cause"}
+    return Entry(event.kind, event.member or "", event.delta, event.rule or "", event.detail.get("cause", ""),
+                 event.reward, detail)

@@ -23,10 +23,10 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kiosk.protocol.ids import WIRE_ID_PATTERN
-from kiosk.rules.state import BONUS, EARN, EXPIRE, REDEEM, TIER_CHANGE, VISIT
+from kiosk.rules.state import ADJUST, BONUS, EARN, EXPIRE, REDEEM, TIER_CHANGE, VISIT
 
 SCAN_REJECTED = "scan_rejected"  # kiosk/ledger.py writes it for a refused code
-KINDS = (VISIT, EARN, BONUS, REDEEM, EXPIRE, TIER_CHANGE, SCAN_REJECTED)
+KINDS = (VISIT, EARN, BONUS, REDEEM, EXPIRE, TIER_CHANGE, ADJUST, SCAN_REJECTED)
 
 INT64_MAX = 2**63 - 1  # BIGINT (PostgreSQL) and INTEGER (SQLite) columns
 DELTA_MAX = 1_000_000  # ``delta`` is an INTEGER column; no single entry moves a balance further
@@ -131,6 +131,11 @@ class TierChangeDetail(_Detail):
     reason: Text(200) | None = None
 
 
+class AdjustDetail(_Detail):
+    by: Text(254, 1)  # the owner's login that made it
+    note: Text(200, 1)  # the reason they gave
+
+
 class ScanRejectedDetail(_Detail):
     detail: Text(200) | None = None
     codes: int | None = Field(None, ge=0, le=1000)
@@ -138,7 +143,7 @@ class ScanRejectedDetail(_Detail):
 
 
 DETAILS: dict[str, type[_Detail]] = {VISIT: VisitDetail, EARN: EarnDetail, BONUS: BonusDetail, REDEEM: RedeemDetail,
-                                     EXPIRE: ExpireDetail, TIER_CHANGE: TierChangeDetail,
+                                     EXPIRE: ExpireDetail, TIER_CHANGE: TierChangeDetail, ADJUST: AdjustDetail,
                                      SCAN_REJECTED: ScanRejectedDetail}
 
 

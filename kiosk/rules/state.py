@@ -21,8 +21,9 @@ BONUS = "bonus"            # gifts: signup, birthday, milestone, referral (not c
 REDEEM = "redeem"          # a reward taken (negative delta)
 EXPIRE = "expire"          # balance or reward expired (negative delta)
 TIER_CHANGE = "tier_change"  # delta 0; detail has from, to and the reason
+ADJUST = "adjust"          # a manual correction by the owner at the hub (± delta; detail: by, note)
 
-KINDS = (VISIT, EARN, BONUS, REDEEM, EXPIRE, TIER_CHANGE)
+KINDS = (VISIT, EARN, BONUS, REDEEM, EXPIRE, TIER_CHANGE, ADJUST)
 
 # The engine remembers this many recent event ids per member to ignore a re-delivered event;
 # older re-deliveries are stopped by the ledgers' unique event ids. Bounded so a scan costs

@@ -1,0 +1,136 @@
+"""Members at the hub: find them, correct a balance, hand over or erase their data (GDPR).
+
+A correction is a ledger event like any other: it goes through the hub's own ingest
+(``EventStore.ingest``, the code path a kiosk's events take), gets the merchant's next
+``hub_seq`` and travels to every kiosk on the ``ledger`` stream. It comes from the reserved
+kiosk id ``hub``; each correction is its own one-event ledger (a fresh ``ledger_id``), so two
+web workers never compete for a sequence number. Erasure wipes the personal fields and
+revokes the passes; the member id is a random pseudonym, so the ledger keeps it and the
+metrics stay right.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from cloud import pass_store
+from cloud.events import EventStore
+from cloud.models import HubEvent, Member, PassRecord
+from kiosk.common.errors import ConfigError
+from kiosk.protocol import topics
+from kiosk.protocol.event_schema import DELTA_MAX
+from kiosk.protocol.ids import check_id, new_event_id
+from kiosk.protocol.messages import EventBatch, WireEvent
+from kiosk.rules.state import ADJUST
+
+HUB_KIOSK = "hub"  # the kiosk id of entries the hub makes itself; add-kiosk refuses it
+ADJUST_RULE = "manual-adjustment"
+MAX_ADJUST = 10_000
+_SEARCH = re.compile(r"[^%_\\]{1,100}")
+
+
+def get_member(engine: Engine, merchant: str, member: str) -> Member | None:
+    """*member* of *merchant*, or None (a member of another merchant is None too)."""
+    if not isinstance(member, str) or not re.fullmatch(r"[a-z0-9-]{1,32}", member):
+        return None
+    with Session(engine, expire_on_commit=False) as session:
+        row = session.get(Member, member)
+    return row if row is not None and row.merchant_id == merchant else None
+
+
+def search(engine: Engine, merchant: str, query: str, limit: int = 50) -> list[Member]:
+    """Members of *merchant* whose name, e-mail or id contains *query* (case-insensitive);
+    erased members are not found by name or e-mail (they have none)."""
+    query = query.strip()
+    stmt = select(Member).where(Member.merchant_id == merchant).order_by(Member.created_at.desc()).limit(limit)
+    if query:
+        if not _SEARCH.fullmatch(query):
+            raise ConfigError("search for up to 100 characters, without % _ or \\")
+        like = f"%{query.lower()}%"
+        stmt = stmt.where(or_(Member.name.ilike(like), Member.email.ilike(like), Member.id == query.lower()))
+    with Session(engine, expire_on_commit=False) as session:
+        return list(session.scalars(stmt))
+
+
+@dataclass(frozen=True)
+class Adjusted:
+    event_id: str
+    hub_seq: int | None
+
+
+def adjust(store: EventStore, merchant: str, member: str, delta: int, note: str, by: str,
+           balance: int, now: datetime) -> Adjusted:
+    """Record a manual correction of *delta* for *member* (current *balance*), made by *by*
+    with the reason *note*; raises ConfigError for a refused one."""
+    check_id(member, "member")
+    if not isinstance(delta, int) or delta == 0 or abs(delta) > MAX_ADJUST:
+        raise ConfigError(f"the correction must be a whole number between -{MAX_ADJUST:,} and {MAX_ADJUST:,}, not 0")
+    note = (note or "").strip()
+    if not note:
+        raise ConfigError("give a reason for the correction; it is kept with the entry")
+    if balance + delta < 0:
+        raise ConfigError(f"the balance is {balance}; a correction of {delta} would take it below zero")
+    event = WireEvent(event_id=new_event_id(), kiosk_seq=1, occurred_at=now, mono_ns=0, boot_id="hub",
+                      kind=ADJUST, member=member, delta=max(-DELTA_MAX, min(DELTA_MAX, delta)), rule=ADJUST_RULE,
+                      detail={"by": by[:254], "note": note[:200]})
+    batch = EventBatch(ledger_id=uuid.uuid4().hex, events=[event])
+    stored = store.ingest(topics.events(merchant, HUB_KIOSK), batch.model_dump_json(by_alias=True).encode())
+    if stored.dead_letter or stored.rejected:
+        raise ConfigError(f"the hub refused the correction: {stored.dead_letter or 'see the dead letters'}")
+    with Session(store.engine) as session:
+        seq = session.scalar(select(HubEvent.hub_seq).where(HubEvent.event_id == event.event_id))
+    return Adjusted(event.event_id, seq)
+
+
+def export(engine: Engine, member: Member) -> dict:
+    """Everything the hub holds about *member*: profile, consents, passes and ledger (GDPR art. 15/20)."""
+    with Session(engine) as session:
+        passes = session.scalars(select(PassRecord).where(PassRecord.member_id == member.id)
+                                 .order_by(PassRecord.id)).all()
+        events = session.scalars(select(HubEvent).where(HubEvent.merchant_id == member.merchant_id,
+                                                        HubEvent.member_id == member.id)
+                                 .order_by(HubEvent.occurred_at, HubEvent.event_id)).all()
+        return {
+            "schema": "stempel.member-export.v1",
+            "member": {"id": member.id, "merchant": member.merchant_id, "name": member.name, "email": member.email,
+                       "birthday": _iso(member.birthday), "referred_by": member.referred_by,
+                       "joined_via": member.joined_via, "language": member.language,
+                       "joined_at": _iso(member.created_at), "consent_program_at": _iso(member.consent_program_at),
+                       "consent_marketing_at": _iso(member.consent_marketing_at),
+                       "erased_at": _iso(member.erased_at)},
+            "passes": [{"serial": p.serial, "version": p.version, "issued_at": _iso(p.issued_at),
+                        "revoked_at": _iso(p.revoked_at)} for p in passes],
+            "ledger": [{"event_id": e.event_id, "kind": e.kind, "delta": e.delta, "rule": e.rule, "reward": e.reward,
+                        "kiosk": e.kiosk_id, "occurred_at": _iso(e.occurred_at), "detail": e.detail} for e in events],
+        }
+
+
+def export_json(engine: Engine, member: Member) -> str:
+    return json.dumps(export(engine, member), indent=2, ensure_ascii=False)
+
+
+def erase(engine: Engine, merchant: str, member: str, now: datetime) -> list[str]:
+    """Erase *member*'s personal data and revoke every pass; returns the serials revoked (the
+    caller publishes the keys document, so kiosks refuse them). The ledger keeps the pseudonymous id."""
+    with Session(engine) as session, session.begin():
+        row = session.get(Member, member)
+        if row is None or row.merchant_id != merchant:
+            raise ConfigError(f"no member {member!r}")
+        revoked = pass_store.revoke_member_passes(session, row)
+        row.name = "(erased)"
+        row.email = row.birthday = row.referred_by = row.joined_via = None
+        row.consent_marketing_at = None
+        row.erased_at = row.erased_at or now
+        return [r.serial for r in revoked if r.serial]
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None

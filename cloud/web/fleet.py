@@ -1,0 +1,68 @@
+"""The owner's fleet and admin pages: kiosks with presence and versions, offline-redemption
+conflicts to settle (who and why are recorded), and the merchant's API tokens."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from sqlalchemy.orm import Session
+
+from cloud import accounts
+from cloud.link import documents
+from cloud.models import Conflict
+from cloud.web import context
+from cloud.web.context import login_required
+from kiosk.common.errors import BusError, ConfigError
+
+bp = Blueprint("fleet", __name__, url_prefix="/owner")
+
+
+@bp.route("/fleet")
+@login_required()
+def index():
+    hub, merchant = context.hub(), context.account().merchant
+    latest = documents.latest_version(hub.engine, merchant)
+    try:
+        rows, broker_error = context.publisher().kiosk_states(merchant), None
+    except (BusError, ConfigError) as exc:
+        rows, broker_error = {}, str(exc)
+    conflicts = hub.events().conflicts(merchant)
+    return render_template("fleet.html", rows=rows, latest=latest, broker_error=broker_error,
+                           conflicts=conflicts)
+
+
+@bp.route("/conflicts/<int:conflict_id>/settle", methods=["POST"])
+@login_required(("owner",))
+def settle(conflict_id: int):
+    note = request.form.get("note", "").strip()[:500]
+    with Session(context.hub().engine) as session, session.begin():
+        row = session.get(Conflict, conflict_id)
+        if row is None or row.merchant_id != context.account().merchant:
+            abort(404)
+        if not note:
+            flash("Say how it was settled (e.g. 'customer paid for the second coffee').", "error")
+        elif row.resolved_at is None:
+            row.resolved_at, row.resolved_by, row.resolution = context.now(), context.account().login, note
+            flash("Conflict marked settled.", "ok")
+    return redirect(url_for(".index"))
+
+
+@bp.route("/tokens", methods=["GET", "POST"])
+@login_required(("owner",))
+def tokens():
+    engine, who = context.hub().engine, context.account()
+    created = None
+    if request.method == "POST":
+        try:
+            created = accounts.create_token(engine, who.merchant, request.form.get("name", ""), who.login)
+        except ConfigError as exc:
+            flash(str(exc), "error")
+    return render_template("tokens.html", tokens=accounts.tokens(engine, who.merchant), created=created)
+
+
+@bp.route("/tokens/<int:token_id>/revoke", methods=["POST"])
+@login_required(("owner",))
+def revoke_token(token_id: int):
+    if not accounts.revoke_token(context.hub().engine, context.account().merchant, token_id):
+        abort(404)
+    flash("Token revoked.", "ok")
+    return redirect(url_for(".tokens"))

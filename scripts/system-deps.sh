@@ -7,6 +7,8 @@
 #   postgresql       when no server answers at 127.0.0.1:5432 (or STEMPEL_TEST_PG=private): the tests
 #                    start a private throwaway cluster from its binaries (tests/postgres.py). Only the
 #                    binaries are wanted: the package's `main` cluster is neither created nor started.
+#   chromium, chromium-driver   the headless browser of the browser tests (tests/browser.py drives
+#                    /usr/bin/chromium through /usr/bin/chromedriver; nothing downloads a browser).
 set -euo pipefail
 
 for_tests=false
@@ -16,6 +18,10 @@ missing=()
 ldconfig -p 2>/dev/null | grep -q 'libzbar\.so\.0' || missing+=(libzbar0)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+if $for_tests; then
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+fi
 
 # Does the test suite need PostgreSQL's server binaries here? Not when STEMPEL_TEST_PG names a
 # server, nor when one listens at 127.0.0.1:5432; yes for STEMPEL_TEST_PG=private.

@@ -9,20 +9,26 @@ the document is recorded first, and publishing again sends the newest version.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cloud.app import Hub
 from cloud.link import documents, state
 from cloud.link.state import KioskRow
+from kiosk.common.bus import Bus
 
 SETTLE = 0.5  # seconds of quiet after the retained states arrive
 
 
 class BrokerPublisher:
-    def __init__(self, hub: Hub) -> None:
+    """*connect* makes a started bus (default: the hub's admin connection)."""
+
+    def __init__(self, hub: Hub, connect: Callable[[], Bus] | None = None) -> None:
         self.hub = hub
+        self.connect = connect or hub.connect
 
     def program(self, doc: dict) -> str:
         """Publish a signed programme document (``documents.prepare``); returns the topic."""
-        bus = self.hub.connect()
+        bus = self.connect()
         try:
             return documents.publish(bus, doc)
         finally:
@@ -31,7 +37,7 @@ class BrokerPublisher:
     def keys(self, merchant: str) -> dict:
         """Sign and publish the merchant's keys and revocations (as ``stempel-hub keys publish``)."""
         doc = documents.build_keys_document(self.hub.engine, self.hub.data_dir, merchant)
-        bus = self.hub.connect()
+        bus = self.connect()
         try:
             documents.publish_keys(bus, doc)
         finally:
@@ -39,7 +45,7 @@ class BrokerPublisher:
         return doc
 
     def kiosk_states(self, merchant: str) -> dict[str, KioskRow]:
-        bus = self.hub.connect()
+        bus = self.connect()
         try:
             return state.collect(bus, merchant, settle=SETTLE, timeout=3.0)
         finally:

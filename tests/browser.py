@@ -55,7 +55,8 @@ def _refuse_selenium_manager(*_args, **_kwargs):
 
 def _start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, window: tuple[int, int],
            mobile: dict | None = None):
-    """Start Chromium with a fresh profile in ``tmp_path``; the caller quits it."""
+    """Start Chromium with a fresh profile in ``tmp_path`` (one per browser: a test may hold a
+    phone and a desktop at once); the caller quits it."""
     _require_packages()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -70,11 +71,12 @@ def _start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, window: tuple[int
     options.binary_location = str(CHROMIUM)
     for flag in FLAGS:
         options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    name = "phone" if mobile is not None else "desktop"
+    options.add_argument(f"--user-data-dir={tmp_path / f'chromium-{name}'}")
     options.add_argument(f"--window-size={window[0]},{window[1]}")
     if mobile is not None:
         options.add_experimental_option("mobileEmulation", mobile)
-    service = Service(str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
+    service = Service(str(CHROMEDRIVER), log_output=str(tmp_path / f"chromedriver-{name}.log"))
     service.path = str(CHROMEDRIVER)  # SE_CHROMEDRIVER in the environment would override it
     return webdriver.Chrome(options=options, service=service)
 

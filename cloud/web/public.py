@@ -34,7 +34,7 @@ JOIN_PER_IP = (10, 600)          # sign-ups from one address per 10 minutes
 JOIN_PER_MERCHANT = (300, 3600)  # sign-ups per shop per hour (a flood of fake members)
 EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,190}\.[A-Za-z]{2,24}")
 _CODE = re.compile(r"(?P<merchant>[a-z0-9-]{1,32})(?:\.(?P<kiosk>[a-z0-9-]{1,32}))?")
-_TOKEN = re.compile(r"[0-9A-Za-z.]{10,300}")
+_TOKEN = re.compile(r"[0-9A-Za-z.-]{10,300}")
 
 
 def _shop(code: str):
@@ -139,7 +139,7 @@ def card(token: str):
     if revoked:
         return render_template("card_revoked.html", shop=shop, t=t, lang=lang, left=member.erased_at is not None), 410
     # the very text the pass was issued with (a browser lowercases the host it shows)
-    svg = qr.make_qr(pass_url(shop.base_url, token.upper())).svg_inline(scale=8, border=4, dark="#000", light="#fff")
+    svg = qr.make_qr(pass_url(shop.base_url, token.upper())).svg_inline(scale=8, border=4, dark="#000", light="#fff", omitsize=True)
     referral = url_for(".join", code=shop.id, ref=member.id, _external=True)
     return render_template("card.html", shop=shop, t=t, lang=lang, unit=unit(lang, view.program.unit), view=view,
                            qr_svg=svg, token=token, referral=referral)

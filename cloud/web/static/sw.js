@@ -8,7 +8,7 @@ self.addEventListener("activate", (event) => { event.waitUntil(self.clients.clai
 self.addEventListener("fetch", (event) => {
   const url = new URL(event.request.url);
   if (event.request.method !== "GET" || url.origin !== self.location.origin) return;
-  const cardPage = /^\/P\/[0-9A-Za-z.]+$/.test(url.pathname);
+  const cardPage = /^\/P\/[0-9A-Za-z.-]+$/.test(url.pathname);
   const asset = url.pathname.startsWith("/static/");
   if (!cardPage && !asset) return;
   event.respondWith(

@@ -76,8 +76,9 @@ def dashboard():
     start, end, chosen = period()
     engine = context.hub().engine
     board = compute(engine, who.merchant, start, end, program=program_of(engine, who.merchant))
+    cohort_rows = [(row.month, row.size, row.percents) for row in board.cohorts.rows]
     return render_template("dashboard.html", board=board, charts=charts, chosen=chosen, start=start, end=end,
-                           who=who)
+                           who=who, cohort_rows=cohort_rows, day=timedelta(days=1))
 
 
 @bp.route("/export/<name>.csv")

@@ -20,6 +20,8 @@ host = "127.0.0.1"                     # STEMPEL_WEB_HOST, --host
 port = 8080                            # STEMPEL_WEB_PORT, --port
 workers = 2                            # STEMPEL_WEB_WORKERS, --workers
 secure_cookies = true                  # false only for plain-HTTP testing on localhost
+joins_per_ip = 10                      # sign-ups from one address per 10 minutes
+joins_per_shop = 300                   # sign-ups per shop per hour
 
 [ingest]
 max_event_ahead_minutes = 5            # STEMPEL_HUB_MAX_EVENT_AHEAD_MINUTES, --max-event-ahead
@@ -96,6 +98,8 @@ class WebSection(BaseModel):
     port: int = Field(8080, ge=1, le=65535)
     workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes")
     secure_cookies: bool = Field(True, description="cookies only over HTTPS; false for plain-HTTP tests")
+    joins_per_ip: int = Field(10, ge=1, le=100_000, description="sign-ups from one address per 10 minutes")
+    joins_per_shop: int = Field(300, ge=1, le=1_000_000, description="sign-ups per shop per hour")
 
 
 class HubConfig(BaseModel):

@@ -9,11 +9,10 @@ import re
 
 import pytest
 from hubdb import hub_url, pg_database  # noqa: F401
-from webapp import PASSWORD, _quick_password_hashes, broker, web  # noqa: F401
+from webapp import PASSWORD, _quick_password_hashes, broker, make_site, web  # noqa: F401
 
 from cloud.accounts import create_token
 from cloud.web.owner import LOGIN_PER_USER
-from cloud.web.public import JOIN_PER_IP
 
 
 def owner_paths(app) -> list[str]:
@@ -102,13 +101,31 @@ def test_a_login_that_does_not_exist_looks_like_a_wrong_password(web):
 
 def test_the_join_form_is_rate_limited_per_address(web):
     client = web.client()
-    for i in range(JOIN_PER_IP[0]):
+    allowed = web.hub.config.web.joins_per_ip
+    for i in range(allowed):
         web.join(client, name=f"Guest {i}")
     flooded = web.post(client, "/j/cafe", name="One more", program="yes")
     assert flooded.status_code == 429
     # the shop keeps exactly the members that got through
     page = web.login().get("/owner/members/").get_data(as_text=True)
-    assert page.count("<td>Guest ") == JOIN_PER_IP[0] and "One more" not in page
+    assert page.count("<td>Guest ") == allowed and "One more" not in page
+
+
+def test_the_join_form_is_rate_limited_per_shop_across_addresses(tmp_path, broker):
+    site = make_site(tmp_path, f"sqlite:///{tmp_path / 'hub.sqlite3'}", connect=broker.connected,
+                     web__joins_per_shop=3)
+    try:
+        for i in range(3):
+            client = site.client()
+            client.environ_base["REMOTE_ADDR"] = f"10.0.0.{i}"
+            site.join(client, name=f"Guest {i}")
+        client = site.client()
+        client.environ_base["REMOTE_ADDR"] = "10.0.0.99"
+        assert site.post(client, "/j/cafe", name="Flood", program="yes").status_code == 429
+        client.environ_base["REMOTE_ADDR"] = "10.0.0.98"
+        assert site.join(client, name="Bakery customer", code="bakery")  # another shop's limit is its own
+    finally:
+        site.hub.close()
 
 
 def test_joining_never_tells_whether_someone_is_a_member_already(web):

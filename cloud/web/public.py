@@ -30,8 +30,7 @@ from kiosk.protocol.passes import KeyRing, PassClaims, PassRejected, PassVerifie
 
 bp = Blueprint("public", __name__)
 
-JOIN_PER_IP = (10, 600)          # sign-ups from one address per 10 minutes
-JOIN_PER_MERCHANT = (300, 3600)  # sign-ups per shop per hour (a flood of fake members)
+JOIN_IP_WINDOW, JOIN_SHOP_WINDOW = 600, 3600  # seconds; the counts are [web] joins_per_ip / joins_per_shop
 EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,190}\.[A-Za-z]{2,24}")
 _CODE = re.compile(r"(?P<merchant>[a-z0-9-]{1,32})(?:\.(?P<kiosk>[a-z0-9-]{1,32}))?")
 _TOKEN = re.compile(r"[0-9A-Za-z.-]{10,300}")
@@ -63,9 +62,9 @@ def join(code: str):
     if request.method == "POST":
         form = {"name": request.form.get("name", "").strip(), "email": request.form.get("email", "").strip(),
                 "birthday": request.form.get("birthday", "").strip(), "marketing": bool(request.form.get("marketing"))}
-        limits = context.limiter()
-        if not (limits.hit(f"join-ip:{context.client_ip()}", *JOIN_PER_IP)
-                and limits.hit(f"join-shop:{shop.id}", *JOIN_PER_MERCHANT)):
+        limits, web = context.limiter(), context.hub().config.web
+        if not (limits.hit(f"join-ip:{context.client_ip()}", web.joins_per_ip, JOIN_IP_WINDOW)
+                and limits.hit(f"join-shop:{shop.id}", web.joins_per_shop, JOIN_SHOP_WINDOW)):
             return render_template("join.html", shop=shop, t=t, lang=lang, unit=unit(lang, program.unit), form=form,
                                    ref=ref, errors=[t["slow_down"]]), 429
         profile, errors = _profile(form, request.form.get("program") == "yes", t, kiosk, ref, lang)

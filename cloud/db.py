@@ -17,6 +17,9 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 
 _UPGRADED: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+READ_ONLY = "stempel_read_only"
+"""Execution option of a connection that only reads: on SQLite its transactions take no write
+lock (a WAL reader sees one consistent snapshot and never blocks a writer)."""
 
 
 def default_url(data_dir: Path) -> str:
@@ -39,7 +42,10 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")  # a reader (the dashboard) must not hold up ingest
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
 
     return engine
 

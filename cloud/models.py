@@ -96,7 +96,11 @@ class HubEvent(Base):
     __tablename__ = "hub_events"
     __table_args__ = (UniqueConstraint("merchant_id", "kiosk_id", "ledger_id", "kiosk_seq", name="uq_hub_events_kiosk_seq"),
                       UniqueConstraint("merchant_id", "hub_seq"),
-                      Index("hub_events_member", "merchant_id", "member_id"))
+                      # a member's events in time order, covering balances (cloud/metrics/queries.py)
+                      Index("hub_events_member_time", "merchant_id", "member_id", "occurred_at", "delta"),
+                      # one kind over a period (visits per day, redemptions), and per member (the dashboard)
+                      Index("hub_events_kind_time", "merchant_id", "kind", "occurred_at"),
+                      Index("hub_events_kind_member", "merchant_id", "kind", "member_id", "occurred_at"))
     id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
     merchant_id: Mapped[str] = mapped_column(String(32))

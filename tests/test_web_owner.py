@@ -12,7 +12,7 @@ from buses import bus_factory  # noqa: F401
 from hubdb import hub_url, pg_database  # noqa: F401
 from webapp import NOW, _quick_password_hashes, broker, make_site, web  # noqa: F401
 
-from cloud.accounts import tokens
+from cloud.accounts import create_token, tokens
 from cloud.events import EventStore
 from cloud.models import Conflict
 from cloud.programs import preview
@@ -203,3 +203,31 @@ def visits(store: EventStore, merchant: str, counts: list[tuple[str, int]]) -> N
     payload = EventBatch(ledger_id="a" * 32, events=events).model_dump_json(by_alias=True).encode()
     stored = store.ingest(topics.events(merchant, "k1"), payload)
     assert stored.new == len(events), stored
+
+
+def test_the_dashboard_shows_and_exports_every_figure(web):
+    visits(web.hub.events(), "cafe", [("m-a", 12), ("m-b", 4)])  # 16 visits within the last 60 days
+    owner = web.login()
+    page = owner.get("/owner/?days=90").get_data(as_text=True)
+    assert '16</div><div class="l">Visits' in page and "CRR = (E" in page
+    assert page.count("<svg") >= 2 and "Customers who came back" in page
+    from cloud.metrics.dashboard import CSV_PARTS
+
+    for part in CSV_PARTS:
+        answer = owner.get(f"/owner/export/{part}.csv?days=90")
+        assert answer.status_code == 200 and answer.mimetype == "text/csv", part
+        assert answer.get_data(as_text=True).count("\r\n") >= 1, part
+    figures = owner.get("/owner/export/figures.csv?days=90").get_data(as_text=True)
+    assert "visits,Visits,16," in figures
+    assert owner.get("/owner/export/passwords.csv").status_code == 404
+    assert owner.get("/owner/?start=2026-11-10&end=2026-11-01").status_code == 400
+    custom = owner.get("/owner/?start=2026-09-01&end=2026-11-20").get_data(as_text=True)
+    assert "01 Sep 2026 – 20 Nov 2026" in custom
+
+
+def test_the_api_gives_the_dashboards_figures(web):
+    visits(web.hub.events(), "cafe", [("m-a", 3)])
+    token = create_token(web.hub.engine, "cafe", "export", "owner@cafe")
+    body = web.client().get("/api/v1/metrics?days=90", headers={"Authorization": f"Bearer {token}"}).get_json()
+    assert body["figures"]["visits"] == 3 and body["figures"]["active_members"] == 1
+    assert web.client().get("/api/v1/metrics?days=5", headers={"Authorization": f"Bearer {token}"}).status_code == 400

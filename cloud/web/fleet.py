@@ -4,11 +4,14 @@ conflicts to settle (who and why are recorded), and the merchant's API tokens.""
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloud import accounts
 from cloud.link import documents
-from cloud.models import Conflict
+from cloud.link.state import KioskRow
+from cloud.members import HUB_KIOSK
+from cloud.models import Conflict, HubEvent
 from cloud.web import context
 from cloud.web.context import login_required
 from kiosk.common.errors import BusError, ConfigError
@@ -26,8 +29,20 @@ def index():
     except (BusError, ConfigError) as exc:
         rows, broker_error = {}, str(exc)
     conflicts = hub.events().conflicts(merchant)
+    seen = last_events(hub.engine, merchant)
+    for kiosk in seen:  # a kiosk the hub has events from but no retained state of (yet)
+        rows.setdefault(kiosk, KioskRow(kiosk))
+    rows.pop(HUB_KIOSK, None)
     return render_template("fleet.html", rows=rows, latest=latest, broker_error=broker_error,
-                           conflicts=conflicts)
+                           conflicts=conflicts, seen=seen)
+
+
+def last_events(engine, merchant: str) -> dict:
+    """When the hub last received an event from each kiosk of *merchant* ("last seen")."""
+    with Session(engine) as session:
+        rows = session.execute(select(HubEvent.kiosk_id, func.max(HubEvent.received_at))
+                               .where(HubEvent.merchant_id == merchant).group_by(HubEvent.kiosk_id))
+        return {kiosk: at for kiosk, at in rows}
 
 
 @bp.route("/conflicts/<int:conflict_id>/settle", methods=["POST"])

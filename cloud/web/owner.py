@@ -76,9 +76,11 @@ def dashboard():
     start, end, chosen = period()
     engine = context.hub().engine
     board = compute(engine, who.merchant, start, end, program=program_of(engine, who.merchant))
-    cohort_rows = [(row.month, row.size, row.percents) for row in board.cohorts.rows]
-    return render_template("dashboard.html", board=board, charts=charts, chosen=chosen, start=start, end=end,
-                           who=who, cohort_rows=cohort_rows, day=timedelta(days=1))
+    last = end - timedelta(microseconds=1)  # the period's last day (end is exclusive)
+    args = {"days": chosen} if chosen != "custom" else {"start": start.date().isoformat(),
+                                                         "end": last.date().isoformat()}
+    return render_template("dashboard.html", board=board, charts=charts, chosen=chosen, start=start, last=last,
+                           who=who, cohort_rows=board.cohorts.as_rows(), period_args=args)
 
 
 @bp.route("/export/<name>.csv")

@@ -231,3 +231,13 @@ def test_the_api_gives_the_dashboards_figures(web):
     body = web.client().get("/api/v1/metrics?days=90", headers={"Authorization": f"Bearer {token}"}).get_json()
     assert body["figures"]["visits"] == 3 and body["figures"]["active_members"] == 1
     assert web.client().get("/api/v1/metrics?days=5", headers={"Authorization": f"Bearer {token}"}).status_code == 400
+
+
+def test_the_table_card_carries_the_join_qr_of_the_shop_or_a_kiosk(web):
+    from kiosk.protocol import qr
+
+    owner = web.login()
+    page = owner.get("/owner/table-card?kiosk=counter-1").get_data(as_text=True)
+    url = "http://localhost/j/cafe.counter-1"
+    assert url in page and qr.make_qr(url, warn=False).svg_inline(scale=10, border=4, omitsize=True) in page
+    assert owner.get("/owner/table-card?kiosk=../x").status_code == 404

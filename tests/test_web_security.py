@@ -170,3 +170,20 @@ def test_an_erased_member_is_gone_from_every_page_and_export(web):
 @pytest.mark.parametrize("path", ["/j/UPPER", "/j/a..b", "/j/nope", "/P/..%2F..", "/P/" + "9" * 400])
 def test_hostile_urls_are_a_plain_404(web, path):
     assert web.client().get(path).status_code == 404
+
+
+def test_the_session_cookie_is_secure_httponly_and_samesite(tmp_path, broker):
+    from webapp import BASE
+
+    site = make_site(tmp_path, f"sqlite:///{tmp_path / 'hub.sqlite3'}", connect=broker.connected,
+                     web__secure_cookies=True)
+    try:
+        client = site.app.test_client()
+        client.environ_base["wsgi.url_scheme"] = "https"
+        page = client.get("/owner/login", base_url=BASE)
+        cookie = page.headers["Set-Cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+        assert page.headers["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in \
+            page.headers["Content-Security-Policy"]
+    finally:
+        site.hub.close()

@@ -69,7 +69,7 @@ class Site:
 def make_site(tmp_path: Path, url: str, connect=None, **overrides) -> Site:
     """*overrides* are config fields (``web__joins_per_shop=3``)."""
     config = load_hub_config(None, env={}, hub__data_dir=tmp_path / "hub", hub__db_url=url,
-                             web__secure_cookies=False, **overrides)
+                             **{"web__secure_cookies": False, **overrides})
     hub = create_hub(config)
     for merchant, name in (("cafe", "Cafe Rosa"), ("bakery", "Bäckerei Öztürk")):
         init_merchant(hub.engine, hub.keys, merchant, name, BASE)

@@ -11,6 +11,8 @@ from flask import Blueprint, abort, g, jsonify, request
 
 from cloud import cards, members
 from cloud.accounts import token_merchant
+from cloud.metrics.dashboard import dashboard
+from cloud.programs import program_of
 from cloud.web import context
 from kiosk.common.errors import ConfigError
 
@@ -62,9 +64,6 @@ def member(member_id: str):
 @bp.route("/metrics")
 @token_required
 def metrics():
-    from cloud.metrics.dashboard import dashboard
-    from cloud.programs import program_of
-
     days = request.args.get("days", "30")
     if days not in ("7", "30", "90"):
         return jsonify({"error": "days is 7, 30 or 90"}), 400

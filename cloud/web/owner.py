@@ -7,10 +7,16 @@ import re
 from datetime import date, datetime, time, timedelta, timezone
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, session, url_for
+from sqlalchemy.orm import Session
 
 from cloud.accounts import authenticate
-from cloud.web import context
+from cloud.metrics.dashboard import dashboard as compute
+from cloud.metrics.dashboard import to_csv
+from cloud.programs import program_of
+from cloud.store import get_merchant
+from cloud.web import charts, context
 from cloud.web.context import login_required
+from kiosk.protocol import qr
 
 bp = Blueprint("owner", __name__, url_prefix="/owner")
 
@@ -68,27 +74,38 @@ def period() -> tuple[datetime, datetime, str]:
 @bp.route("/")
 @login_required()
 def dashboard():
-    from cloud.metrics.dashboard import dashboard as compute
-    from cloud.programs import program_of
-    from cloud.web import charts
-
     who = context.account()
     start, end, chosen = period()
     engine = context.hub().engine
-    board = compute(engine, who.merchant, start, end, program=program_of(engine, who.merchant))
+    program = program_of(engine, who.merchant)
+    board = compute(engine, who.merchant, start, end, program=program)
     last = end - timedelta(microseconds=1)  # the period's last day (end is exclusive)
     args = {"days": chosen} if chosen != "custom" else {"start": start.date().isoformat(),
                                                          "end": last.date().isoformat()}
+    rewards = {r.id: r.name for r in program.rewards}
     return render_template("dashboard.html", board=board, charts=charts, chosen=chosen, start=start, last=last,
-                           who=who, cohort_rows=board.cohorts.as_rows(), period_args=args)
+                           who=who, cohort_rows=board.cohorts.as_rows(), period_args=args, rewards=rewards)
+
+
+@bp.route("/table-card")
+@login_required()
+def table_card():
+    """A printable card for the counter or a table: the shop's join QR (``/j/<merchant>`` or,
+    with ``?kiosk=``, ``/j/<merchant>.<kiosk>`` so sign-ups show where they came from)."""
+    who = context.account()
+    kiosk = request.args.get("kiosk", "")
+    if kiosk and not re.fullmatch(r"[a-z0-9-]{1,32}", kiosk):
+        abort(404)
+    url = url_for("public.join", code=f"{who.merchant}.{kiosk}" if kiosk else who.merchant, _external=True)
+    with Session(context.hub().engine) as session:
+        shop = get_merchant(session, who.merchant)
+    svg = qr.make_qr(url, warn=False).svg_inline(scale=10, border=4, omitsize=True)
+    return render_template("table_card.html", shop=shop, url=url, qr_svg=svg, who=who)
 
 
 @bp.route("/export/<name>.csv")
 @login_required()
 def export_csv(name: str):
-    from cloud.metrics.dashboard import dashboard as compute, to_csv
-    from cloud.programs import program_of
-
     who = context.account()
     start, end, _ = period()
     engine = context.hub().engine

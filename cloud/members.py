@@ -26,15 +26,14 @@ from cloud.events import EventStore
 from cloud.models import HubEvent, Member, PassRecord
 from kiosk.common.errors import ConfigError
 from kiosk.protocol import topics
-from kiosk.protocol.event_schema import DELTA_MAX
 from kiosk.protocol.ids import check_id, new_event_id
 from kiosk.protocol.messages import EventBatch, WireEvent
 from kiosk.rules.state import ADJUST
 
 HUB_KIOSK = "hub"  # the kiosk id of entries the hub makes itself; add-kiosk refuses it
 ADJUST_RULE = "manual-adjustment"
-MAX_ADJUST = 10_000
-_SEARCH = re.compile(r"[^%_\\]{1,100}")
+MAX_ADJUST = 10_000  # well inside an entry's DELTA_MAX
+MAX_QUERY = 100
 
 
 def get_member(engine: Engine, merchant: str, member: str) -> Member | None:
@@ -52,10 +51,11 @@ def search(engine: Engine, merchant: str, query: str, limit: int = 50) -> list[M
     query = query.strip()
     stmt = select(Member).where(Member.merchant_id == merchant).order_by(Member.created_at.desc()).limit(limit)
     if query:
-        if not _SEARCH.fullmatch(query):
-            raise ConfigError("search for up to 100 characters, without % _ or \\")
-        like = f"%{query.lower()}%"
-        stmt = stmt.where(or_(Member.name.ilike(like), Member.email.ilike(like), Member.id == query.lower()))
+        if len(query) > MAX_QUERY or not query.isprintable():
+            raise ConfigError(f"search for up to {MAX_QUERY} printable characters")
+        like = "%" + re.sub(r"([\\%_])", r"\\\1", query.lower()) + "%"  # the query's own % and _ are literal
+        stmt = stmt.where(or_(Member.name.ilike(like, escape="\\"), Member.email.ilike(like, escape="\\"),
+                              Member.id == query.lower()))
     with Session(engine, expire_on_commit=False) as session:
         return list(session.scalars(stmt))
 
@@ -79,7 +79,7 @@ def adjust(store: EventStore, merchant: str, member: str, delta: int, note: str,
     if balance + delta < 0:
         raise ConfigError(f"the balance is {balance}; a correction of {delta} would take it below zero")
     event = WireEvent(event_id=new_event_id(), kiosk_seq=1, occurred_at=now, mono_ns=0, boot_id="hub",
-                      kind=ADJUST, member=member, delta=max(-DELTA_MAX, min(DELTA_MAX, delta)), rule=ADJUST_RULE,
+                      kind=ADJUST, member=member, delta=delta, rule=ADJUST_RULE,
                       detail={"by": by[:254], "note": note[:200]})
     batch = EventBatch(ledger_id=uuid.uuid4().hex, events=[event])
     stored = store.ingest(topics.events(merchant, HUB_KIOSK), batch.model_dump_json(by_alias=True).encode())

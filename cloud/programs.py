@@ -13,6 +13,7 @@ import json
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 import tomli_w
 from sqlalchemy import select
@@ -23,7 +24,7 @@ from cloud.models import ConfigRevision, HubEvent
 from kiosk.common.errors import ConfigError
 from kiosk.protocol.event import from_hub
 from kiosk.rules.program import Program, parse_program
-from kiosk.rules.simulate import Row, simulate
+from kiosk.rules.simulate import Row, Simulation, simulate
 
 MAX_SOURCE = 64 * 1024  # a programme is a few KiB of TOML
 
@@ -125,13 +126,11 @@ def preview(engine: Engine, merchant: str, draft: Program, now: datetime, days: 
                    _rewards(after, draft), changed)
 
 
-def _amount(detail: dict):
-    from decimal import Decimal
-
+def _amount(detail: dict) -> Decimal | None:
     return Decimal(detail["amount"]) if detail.get("amount") else None
 
 
-def _rewards(run, program: Program) -> int:
+def _rewards(run: Simulation, program: Program) -> int:
     """Rewards a run made available: one per cheapest-reward cost earned (redemptions are not
     replayed, so a member's whole earning counts)."""
     cheapest = min(r.cost for r in program.rewards)

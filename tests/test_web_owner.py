@@ -241,3 +241,14 @@ def test_the_table_card_carries_the_join_qr_of_the_shop_or_a_kiosk(web):
     url = "http://localhost/j/cafe.counter-1"
     assert url in page and qr.make_qr(url, warn=False).svg_inline(scale=10, border=4, omitsize=True) in page
     assert owner.get("/owner/table-card?kiosk=../x").status_code == 404
+
+
+def test_search_takes_the_query_literally(web):
+    web.join(name="Anna", email="anna_b@example.com")
+    web.join(name="Ben", email="ben@example.com")
+    owner = web.login()
+    assert "anna_b@example.com" in owner.get("/owner/members/?q=a_b").get_data(as_text=True)
+    for wildcard in ("%", "_", "\\"):
+        page = owner.get(f"/owner/members/?q={wildcard}").get_data(as_text=True)
+        assert "Ben" not in page, wildcard  # not "match anything"
+    assert "printable" in owner.get("/owner/members/?q=%01").get_data(as_text=True)

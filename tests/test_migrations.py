@@ -108,3 +108,65 @@ def test_a_new_database_is_made_at_the_head_and_upgrading_again_does_nothing(tmp
     assert schema.current_revision(engine) == schema.head_revision()
     assert schema.upgrade(engine) == schema.head_revision()
     engine.dispose()
+
+
+LANDED = "0003_kiosk_ledgers"  # the schema of the last landed build (before the web, issue 9)
+
+
+def test_a_database_of_the_last_landed_build_upgrades_and_the_web_serves_its_members(hub_url, tmp_path):
+    """Members, events, conflicts and programmes made before the web keep every row; the new
+    profile columns start empty; the old member's card and the owner's pages work at once."""
+    from alembic import command
+
+    from cloud.accounts import add_user
+    from cloud.app import create_hub
+    from cloud.config import load_hub_config
+    from cloud.passes import init_merchant, reissue_url
+    from cloud.web import create_app
+
+    engine = create_engine(hub_url)
+    with engine.begin() as conn:
+        command.upgrade(schema.alembic_config(conn), LANDED)
+    hub = create_hub(load_hub_config(None, env={}, hub__data_dir=tmp_path / "hub", hub__db_url=hub_url,
+                                     web__secure_cookies=False))
+    init_merchant(engine, hub.keys, "cafe-rosa", "Cafe Rosa", "https://hub.example")  # unchanged tables
+    at = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO members (id, merchant_id, name, revoked, created_at) "
+                          "VALUES ('m-old', 'cafe-rosa', 'Olga', false, :at)"), {"at": at})
+        conn.execute(text("INSERT INTO conflicts (merchant_id, member_id, balance, first_event_id, event_ids, kiosks,"
+                          " detected_at) VALUES ('cafe-rosa', 'm-old', -1, 'e1', '[]', '[]', :at)"), {"at": at})
+    engine.dispose()
+    store = EventStore(create_engine(hub_url), clock=lambda: at + timedelta(days=10))  # no upgrade yet
+    events = [WireEvent(event_id=new_event_id(), kiosk_seq=s, occurred_at=at + timedelta(days=s), mono_ns=s,
+                        boot_id="b", kind=k, member="m-old", delta=d, rule=r)
+              for s, (k, d, r) in enumerate([("visit", 0, "visit"), ("earn", 1, "base-rate")], start=1)]
+    assert store.ingest(topics.events("cafe-rosa", "k1"), encode(EventBatch(events=events))).new == 2
+    store.close()
+    before = {t: n for t, n in counts_of(hub_url, ["members", "hub_events", "conflicts", "merchants"]).items()}
+
+    upgrading = create_engine(hub_url)
+    assert schema.upgrade(upgrading) == LANDED
+    upgrading.dispose()
+    assert counts_of(hub_url, list(before)) == before
+    old = create_engine(hub_url)
+    with old.connect() as conn:
+        row = conn.execute(text("SELECT name, email, consent_program_at, erased_at FROM members")).one()
+        assert tuple(row) == ("Olga", None, None, None)
+    old.dispose()
+
+    add_user(hub.engine, "cafe-rosa", "owner@cafe", "owner", "correct horse battery")
+    card = reissue_url(hub.engine, hub.keys, "cafe-rosa", "m-old").url.removeprefix("HTTPS://HUB.EXAMPLE")
+    app = create_app(hub, clock=lambda: at + timedelta(days=3))
+    page = app.test_client().get(card).get_data(as_text=True)
+    assert "Olga" in page and "1 of 10" in page
+    hub.close()
+
+
+def counts_of(url: str, tables: list[str]) -> dict[str, int]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {t: conn.scalar(select(func.count()).select_from(text(t))) for t in tables}
+    finally:
+        engine.dispose()

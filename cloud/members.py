@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -28,10 +28,11 @@ from kiosk.common.errors import ConfigError
 from kiosk.protocol import topics
 from kiosk.protocol.ids import check_id, new_event_id
 from kiosk.protocol.messages import EventBatch, WireEvent
-from kiosk.rules.state import ADJUST
+from kiosk.rules.state import ADJUST, PROFILE
 
 HUB_KIOSK = "hub"  # the kiosk id of entries the hub makes itself; add-kiosk refuses it
 ADJUST_RULE = "manual-adjustment"
+PROFILE_RULE = "profile"
 MAX_ADJUST = 10_000  # well inside an entry's DELTA_MAX
 MAX_QUERY = 100
 
@@ -61,13 +62,15 @@ def search(engine: Engine, merchant: str, query: str, limit: int = 50) -> list[M
 
 
 @dataclass(frozen=True)
-class Adjusted:
+class Recorded:
+    """A ledger entry the hub made: its id and place in the merchant's stream."""
+
     event_id: str
     hub_seq: int | None
 
 
 def adjust(store: EventStore, merchant: str, member: str, delta: int, note: str, by: str,
-           balance: int, now: datetime) -> Adjusted:
+           balance: int, now: datetime) -> Recorded:
     """Record a manual correction of *delta* for *member* (current *balance*), made by *by*
     with the reason *note*; raises ConfigError for a refused one."""
     check_id(member, "member")
@@ -78,16 +81,34 @@ def adjust(store: EventStore, merchant: str, member: str, delta: int, note: str,
         raise ConfigError("give a reason for the correction; it is kept with the entry")
     if balance + delta < 0:
         raise ConfigError(f"the balance is {balance}; a correction of {delta} would take it below zero")
-    event = WireEvent(event_id=new_event_id(), kiosk_seq=1, occurred_at=now, mono_ns=0, boot_id="hub",
-                      kind=ADJUST, member=member, delta=delta, rule=ADJUST_RULE,
-                      detail={"by": by[:254], "note": note[:200]})
+    return _record(store, merchant, WireEvent(
+        event_id=new_event_id(), kiosk_seq=1, occurred_at=now, mono_ns=0, boot_id="hub", kind=ADJUST, member=member,
+        delta=delta, rule=ADJUST_RULE, detail={"by": by[:254], "note": note[:200]}), "the correction")
+
+
+def send_profile(store: EventStore, member: Member, now: datetime) -> Recorded:
+    """Put what the engine needs about *member* beyond the pass (birthday month and day, the
+    referrer) on the ledger, so every kiosk folds it in and grants the birthday and referral
+    bonuses at the counter; after erasure the profile is empty, and the kiosks forget it."""
+    detail = {}
+    if member.erased_at is None and member.birthday is not None:
+        detail["birthday"] = member.birthday.strftime("%m-%d")
+    if member.erased_at is None and member.referred_by:
+        detail["referred_by"] = member.referred_by
+    return _record(store, member.merchant_id, WireEvent(
+        event_id=new_event_id(), kiosk_seq=1, occurred_at=now, mono_ns=0, boot_id="hub", kind=PROFILE,
+        member=member.id, rule=PROFILE_RULE, detail=detail), "the member's profile")
+
+
+def _record(store: EventStore, merchant: str, event: WireEvent, what: str) -> Recorded:
+    """Store an entry the hub makes itself, through the ingest path a kiosk's events take."""
     batch = EventBatch(ledger_id=uuid.uuid4().hex, events=[event])
     stored = store.ingest(topics.events(merchant, HUB_KIOSK), batch.model_dump_json(by_alias=True).encode())
     if stored.dead_letter or stored.rejected:
-        raise ConfigError(f"the hub refused the correction: {stored.dead_letter or 'see the dead letters'}")
+        raise ConfigError(f"the hub refused {what}: {stored.dead_letter or 'see the dead letters'}")
     with Session(store.engine) as session:
         seq = session.scalar(select(HubEvent.hub_seq).where(HubEvent.event_id == event.event_id))
-    return Adjusted(event.event_id, seq)
+    return Recorded(event.event_id, seq)
 
 
 def export(engine: Engine, member: Member) -> dict:
@@ -117,19 +138,25 @@ def export_json(engine: Engine, member: Member) -> str:
     return json.dumps(export(engine, member), indent=2, ensure_ascii=False)
 
 
-def erase(engine: Engine, merchant: str, member: str, now: datetime) -> list[str]:
-    """Erase *member*'s personal data and revoke every pass; returns the serials revoked (the
-    caller publishes the keys document, so kiosks refuse them). The ledger keeps the pseudonymous id."""
-    with Session(engine) as session, session.begin():
+def erase(store: EventStore, merchant: str, member: str, now: datetime) -> list[str]:
+    """Erase *member*'s personal data, revoke every pass and empty the profile the kiosks hold;
+    returns the serials revoked (the caller publishes the keys document, so kiosks refuse them).
+    The ledger keeps the pseudonymous id."""
+    with Session(store.engine, expire_on_commit=False) as session, session.begin():
         row = session.get(Member, member)
         if row is None or row.merchant_id != merchant:
             raise ConfigError(f"no member {member!r}")
         revoked = pass_store.revoke_member_passes(session, row)
+        # the profiles sent before carry the birthday: the hub's copies lose it (the empty profile
+        # sent below makes the kiosks forget it)
+        session.execute(update(HubEvent).where(HubEvent.merchant_id == merchant, HubEvent.member_id == member,
+                                               HubEvent.kind == PROFILE).values(detail={}))
         row.name = "(erased)"
         row.email = row.birthday = row.referred_by = row.joined_via = None
         row.consent_marketing_at = None
         row.erased_at = row.erased_at or now
-        return [r.serial for r in revoked if r.serial]
+    send_profile(store, row, now)
+    return [r.serial for r in revoked if r.serial]
 
 
 def _iso(value) -> str | None:

@@ -155,3 +155,32 @@ def test_a_restarted_kiosk_resumes_from_its_cursor_and_garbage_is_refused(ledger
         again.on_ledger(b'{"schema": "stempel.ledger.v1", "entries": [{"hub_seq": 0}]}')
     with pytest.raises(MessageError):
         again.on_response(b"not json")
+
+
+def test_a_profile_from_the_hub_gives_the_birthday_and_referral_bonuses_at_the_counter(ledger):
+    """Item 3 of issue 10: what the hub knows (birthday month/day, referrer) arrives on the ledger
+    stream; the kiosk folds it, and its first scan of the member grants both bonuses."""
+    from kiosk.rules import Visit, evaluate, parse_program
+
+    program = parse_program({"bonuses": {"birthday": {"amount": 3, "window_days": 3},
+                                         "referral": {"referrer": 2, "referee": 1}}})
+    profile = LedgerEntry(event_id=new_event_id(), kiosk_seq=1, occurred_at=AT, mono_ns=0, boot_id="hub",
+                          kind="profile", member="ben", rule="profile",
+                          detail={"birthday": "03-03", "referred_by": "anna"}, kiosk="hub", hub_seq=1)
+    assert ledger.apply_hub_entries([profile], "counter-1") == (1, 1)
+    state = ledger.member_state("ben", program)
+    assert (state.birthday, state.referred_by) == ((3, 3), "anna")
+    decision = evaluate(state, Visit("v1", "ben"), AT + timedelta(hours=2), program)
+    assert {(e.member, e.rule) for e in decision.entries} >= {
+        ("ben", "birthday-bonus"), ("ben", "referral-bonus:referee"), ("anna", "referral-bonus:referrer")}
+    erased = profile.model_copy(update={"event_id": new_event_id(), "detail": {}, "hub_seq": 2})
+    ledger.apply_hub_entries([erased], "counter-1")
+    assert ledger.member_state("ben", program).birthday is None
+
+
+@pytest.mark.parametrize("detail", [{"birthday": "02-30"}, {"birthday": "1990-03-03"}, {"referred_by": "A B"},
+                                    {"birthday": "03-03", "email": "x@y.z"}])
+def test_a_profile_with_more_or_other_than_the_engine_needs_is_refused(detail):
+    with pytest.raises(ValueError):
+        LedgerEntry(event_id=new_event_id(), kiosk_seq=1, occurred_at=AT, mono_ns=0, boot_id="hub", kind="profile",
+                    member="ben", rule="profile", detail=detail, kiosk="hub", hub_seq=1)

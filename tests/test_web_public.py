@@ -155,3 +155,55 @@ def test_leaving_erases_the_member_and_stops_the_card(web):
     row = get_member(web.hub.engine, "cafe", member_of(card))
     assert row.email is None and row.name == "(erased)" and row.erased_at is not None
     assert client.get(card).status_code == 410
+
+
+BIRTHDAY_AND_REFERRAL = """name = "Cafe Rosa"
+language = "en"
+
+[earning]
+type = "stamps"
+per_visit = 1
+
+[bonuses.birthday]
+amount = 3
+window_days = 3
+
+[bonuses.referral]
+referrer = 2
+referee = 1
+
+[[rewards]]
+id = "free-coffee"
+name = "Free coffee"
+cost = 10
+"""
+
+
+def test_the_birthday_and_referrer_reach_the_engine_through_the_ledger(web):
+    """What the join form learns travels as a ``profile`` entry on the ledger stream; the engine
+    folds it, so the first visit at any kiosk grants the referral and birthday bonuses; erasure
+    empties it again (and scrubs the hub's copies)."""
+    from cloud.cards import card as card_of
+    from kiosk.protocol.messages import LedgerEntry
+    from kiosk.rules import Visit, evaluate
+
+    prepare(web.hub.engine, web.hub.data_dir, "cafe", parse_draft(BIRTHDAY_AND_REFERRAL), source="")
+    anna = member_of(web.join(name="Anna"))
+    ben = member_of(web.join(name="Ben", birthday="1990-11-21", ref=anna))
+    entries, _ = web.hub.events().ledger_after("cafe", 0)
+    profile = [LedgerEntry.model_validate(e.model_dump()) for e in entries if e.kind == "profile"]
+    assert [(p.member, p.kiosk, p.detail) for p in profile] == [(ben, "hub", {"birthday": "11-21",
+                                                                                "referred_by": anna})]
+    member = get_member(web.hub.engine, "cafe", ben)
+    view = card_of(web.hub.engine, member, NOW)
+    assert view.state.birthday == (11, 21) and view.state.referred_by == anna
+    first = evaluate(view.state, Visit("v1", ben), NOW, view.program)  # what a kiosk decides at the counter
+    assert {(e.member, e.rule, e.delta) for e in first.entries} >= {
+        (ben, "birthday-bonus", 3), (ben, "referral-bonus:referee", 1), (anna, "referral-bonus:referrer", 2)}
+
+    owner = web.login()
+    web.post(owner, f"/owner/members/{ben}", f"/owner/members/{ben}/erase", confirm=ben)
+    entries, _ = web.hub.events().ledger_after("cafe", 0)
+    assert [e.detail for e in entries if e.kind == "profile"] == [{}, {}]  # scrubbed, then emptied
+    gone = card_of(web.hub.engine, get_member(web.hub.engine, "cafe", ben), NOW)
+    assert gone.state.birthday is None and gone.state.referred_by is None

@@ -99,7 +99,7 @@ def erase(member_id: str):
     if request.form.get("confirm") != row.id:
         flash("Type the member id to confirm the erasure.", "error")
         return redirect(url_for(".show", member_id=row.id))
-    members.erase(context.hub().engine, row.merchant_id, row.id, context.now())
+    members.erase(context.hub().events(), row.merchant_id, row.id, context.now())
     flash(f"Member {row.id} erased: personal data deleted, passes revoked; the ledger keeps the anonymous id.", "ok")
     _publish_keys(row.merchant_id)
     return redirect(url_for(".index"))

@@ -74,6 +74,9 @@ def join(code: str):
             except ConfigError as exc:
                 errors = [str(exc)]
             else:
+                if profile["birthday"] or profile["referred_by"]:  # the kiosks need them for the bonuses
+                    member = members.get_member(context.hub().engine, shop.id, issued.member)
+                    members.send_profile(context.hub().events(), member, context.now())
                 return redirect(issued.url, code=303)
     return render_template("join.html", shop=shop, t=t, lang=lang, unit=unit(lang, program.unit), form=form,
                            ref=ref, errors=errors), 400 if errors else 200
@@ -160,7 +163,7 @@ def leave(token: str):
     hub = context.hub()
     t = texts(member.language or "en")
     if not revoked:
-        members.erase(hub.engine, member.merchant_id, member.id, context.now())
+        members.erase(hub.events(), member.merchant_id, member.id, context.now())
         try:
             context.publisher().keys(member.merchant_id)
         except (BusError, ConfigError):

@@ -23,10 +23,10 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kiosk.protocol.ids import WIRE_ID_PATTERN
-from kiosk.rules.state import ADJUST, BONUS, EARN, EXPIRE, REDEEM, TIER_CHANGE, VISIT
+from kiosk.rules.state import ADJUST, BONUS, EARN, EXPIRE, PROFILE, REDEEM, TIER_CHANGE, VISIT
 
 SCAN_REJECTED = "scan_rejected"  # kiosk/ledger.py writes it for a refused code
-KINDS = (VISIT, EARN, BONUS, REDEEM, EXPIRE, TIER_CHANGE, ADJUST, SCAN_REJECTED)
+KINDS = (VISIT, EARN, BONUS, REDEEM, EXPIRE, TIER_CHANGE, ADJUST, PROFILE, SCAN_REJECTED)
 
 INT64_MAX = 2**63 - 1  # BIGINT (PostgreSQL) and INTEGER (SQLite) columns
 DELTA_MAX = 1_000_000  # ``delta`` is an INTEGER column; no single entry moves a balance further
@@ -136,6 +136,18 @@ class AdjustDetail(_Detail):
     note: Text(200, 1)  # the reason they gave
 
 
+class ProfileDetail(_Detail):
+    birthday: Annotated[str, Field(pattern=r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")] | None = None  # MM-DD
+    referred_by: MemberId | None = None
+
+    @model_validator(mode="after")
+    def _a_real_day(self) -> "ProfileDetail":
+        if self.birthday is not None:
+            month, day = map(int, self.birthday.split("-"))
+            date(2000, month, day)  # ValueError for 02-30, 04-31 (2000 has a 29 February)
+        return self
+
+
 class ScanRejectedDetail(_Detail):
     detail: Text(200) | None = None
     codes: int | None = Field(None, ge=0, le=1000)
@@ -144,6 +156,7 @@ class ScanRejectedDetail(_Detail):
 
 DETAILS: dict[str, type[_Detail]] = {VISIT: VisitDetail, EARN: EarnDetail, BONUS: BonusDetail, REDEEM: RedeemDetail,
                                      EXPIRE: ExpireDetail, TIER_CHANGE: TierChangeDetail, ADJUST: AdjustDetail,
+                                     PROFILE: ProfileDetail,
                                      SCAN_REJECTED: ScanRejectedDetail}
 
 

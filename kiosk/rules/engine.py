@@ -17,7 +17,8 @@ from enum import Enum
 
 from kiosk.rules.calendar import add_months, birthday_occurrence, campaign_applies, local
 from kiosk.rules.program import MAX_DELTA, Program
-from kiosk.rules.state import BONUS, EARN, EXPIRE, REDEEM, TIER_CHANGE, VISIT, Entry, MemberState, apply, visit_time
+from kiosk.rules.state import (BONUS, EARN, EXPIRE, REDEEM, TIER_CHANGE, VISIT, Entry, MemberState, apply, birthday_of,
+                               visit_time)
 
 
 class Outcome(str, Enum):
@@ -286,9 +287,10 @@ def _gifts(book: _Book, visit: Visit, before: MemberState) -> None:
     first_visit = before.visits == 0
     if first_visit and bonuses.signup:
         book.add(Entry(BONUS, member, bonuses.signup, "signup-bonus", cause))
-    if bonuses.birthday and visit.birthday:
+    birthday = visit.birthday or birthday_of(before)  # the scan's (a CSV run), else the profile's
+    if bonuses.birthday and birthday:
         today = local(book.now, book.program.zone).date()
-        occurrence = birthday_occurrence(visit.birthday, today, bonuses.birthday.window_days)
+        occurrence = birthday_occurrence(birthday, today, bonuses.birthday.window_days)
         if occurrence is not None and occurrence != book.state.birthday_credited:
             book.add(Entry(BONUS, member, bonuses.birthday.amount, "birthday-bonus", cause,
                            detail={"occurrence": occurrence.isoformat()}))
@@ -296,12 +298,13 @@ def _gifts(book: _Book, visit: Visit, before: MemberState) -> None:
         if book.state.visits == milestone.visit:
             book.add(Entry(BONUS, member, milestone.bonus, f"milestone:{milestone.visit}", cause))
     referral = bonuses.referral
-    if referral and first_visit and visit.referred_by and visit.referred_by != member:
+    referred_by = visit.referred_by or before.referred_by
+    if referral and first_visit and referred_by and referred_by != member:
         if referral.referee:
             book.add(Entry(BONUS, member, referral.referee, "referral-bonus:referee", cause,
-                           detail={"referrer": visit.referred_by}))
+                           detail={"referrer": referred_by}))
         if referral.referrer:
-            book.add(Entry(BONUS, visit.referred_by, referral.referrer, "referral-bonus:referrer", cause,
+            book.add(Entry(BONUS, referred_by, referral.referrer, "referral-bonus:referrer", cause,
                            detail={"referee": member}))
 
 

@@ -22,8 +22,10 @@ REDEEM = "redeem"          # a reward taken (negative delta)
 EXPIRE = "expire"          # balance or reward expired (negative delta)
 TIER_CHANGE = "tier_change"  # delta 0; detail has from, to and the reason
 ADJUST = "adjust"          # a manual correction by the owner at the hub (± delta; detail: by, note)
+PROFILE = "profile"        # what the engine knows of a member beyond the pass (delta 0; detail:
+                           # birthday "MM-DD" and referred_by, each optional; an empty one erases)
 
-KINDS = (VISIT, EARN, BONUS, REDEEM, EXPIRE, TIER_CHANGE, ADJUST)
+KINDS = (VISIT, EARN, BONUS, REDEEM, EXPIRE, TIER_CHANGE, ADJUST, PROFILE)
 
 # The engine remembers this many recent event ids per member to ignore a re-delivered event;
 # older re-deliveries are stopped by the ledgers' unique event ids. Bounded so a scan costs
@@ -60,6 +62,8 @@ class MemberState:
     day: date | None = None           # local date that earned_today counts
     earned_today: int = 0
     birthday_credited: date | None = None
+    birthday: tuple[int, int] | None = None  # (month, day) from the member's latest profile
+    referred_by: str | None = None            # from the member's latest profile
     affordable_since: tuple[tuple[str, datetime], ...] = ()
     applied: tuple[str, ...] = ()  # ids of the last APPLIED_MEMORY visits and redemptions
 
@@ -82,6 +86,8 @@ def apply(state: MemberState, entry: Entry, at: datetime, program: Program) -> M
         day = local(at, program.zone).date()
         earned = (state.earned_today if state.day == day else 0) + entry.delta
         changes = dict(day=day, earned_today=earned)
+    elif entry.kind == PROFILE:
+        changes = dict(birthday=month_day(entry.detail.get("birthday")), referred_by=entry.detail.get("referred_by"))
     elif entry.kind == BONUS and entry.rule == "birthday-bonus":
         changes = dict(birthday_credited=date.fromisoformat(entry.detail["occurrence"]))
     if entry.delta:
@@ -97,6 +103,19 @@ def fold(member: str, entries: Iterable[tuple[Entry, datetime]], program: Progra
     for entry, at in entries:
         state = apply(state, entry, at, program)
     return state
+
+
+def month_day(text: str | None) -> tuple[int, int] | None:
+    """``"MM-DD"`` as (month, day); None for None (the profile names no birthday)."""
+    if not text:
+        return None
+    month, day = text.split("-")
+    return int(month), int(day)
+
+
+def birthday_of(state: MemberState) -> date | None:
+    """The member's birthday as a date the calendar helpers take (year 2000: 29 Feb exists)."""
+    return date(2000, *state.birthday) if state.birthday else None
 
 
 def _window(recent, at: datetime, program: Program):

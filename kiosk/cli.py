@@ -100,10 +100,15 @@ def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
     Exits 0 after a clean stop (Ctrl-C, SIGTERM, a finished replay), 1 when the loop or a
     background thread failed (logged and put in ``state`` first, so systemd restarts a
     kiosk that would otherwise sit there half-working), 2 for a configuration error.
+
+    Under systemd (``Type=notify``): ``READY=1`` once the camera gave its first answer, a
+    ``STATUS=`` line for ``systemctl status``, and watchdog pings from the camera loop.
     """
+    from kiosk.common.sdnotify import Notifier, trace_watchdog_kills
     from kiosk.link.hub_link import start_hub_link
     from kiosk.link.state import StatusBoard, ThreadWatch
     from kiosk.loop import run as run_loop
+    from kiosk.service import KioskService, status_line
     from kiosk.wiring import build_kiosk, open_documents
 
     overrides = {"hardware__backend": "sim" if simulate else None, "hardware__replay_dir": replay_dir}
@@ -121,18 +126,24 @@ def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
     if link is not None:
         watch.report_to(link.status)
     kiosk.status = watch.status
+    notifier = trace_watchdog_kills(Notifier.from_environ())
+    service = KioskService(notifier, lambda: status_line(kiosk, link, watch.status, documents))
+    watch.status.on_change(service.refresh)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     click.echo(f"kiosk {config.kiosk.id} running (camera {kiosk.camera.name}, display {kiosk.display.name}); "
                "Ctrl-C stops", err=True)
     try:
         run_loop(kiosk, kiosk.camera, stop, on_result=lambda r: _print(r, as_json),
-                 updates=link.updates if link is not None else None)
+                 updates=link.updates if link is not None else None, service=service)
     except Exception as exc:  # noqa: BLE001 - reported in `state` and the log, then a non-zero exit
         watch.fail("scan loop", exc)
     finally:
+        service.stopping(f"stopping: {watch.failed}" if watch.failed is not None else
+                         "stopping: handing the outbox to the hub" if link is not None else "stopping")
         kiosk.close()  # the camera, then blink threads, then the pins: no gpiozero traceback at exit
     _stop_link(link, replay_finished=not stop.is_set())
+    notifier.close()
     watch.uninstall()
     if watch.failed is not None:
         click.echo(f"error: {watch.failed}; see the log", err=True)

@@ -9,6 +9,8 @@
 #                    binaries are wanted: the package's `main` cluster is neither created nor started.
 #   chromium, chromium-driver   the headless browser of the browser tests (tests/browser.py drives
 #                    /usr/bin/chromium through /usr/bin/chromedriver; nothing downloads a browser).
+#   systemd          for `systemd-analyze verify` of the unit files in systemd/ (tests/test_systemd_units.py);
+#                    nothing is started: the package only has to be there, not running as PID 1.
 set -euo pipefail
 
 for_tests=false
@@ -21,6 +23,7 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if $for_tests; then
     [ -x /usr/bin/chromium ] || missing+=(chromium)
     [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+    command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 fi
 
 # Does the test suite need PostgreSQL's server binaries here? Not when STEMPEL_TEST_PG names a

@@ -36,9 +36,14 @@ from cloud.config import IngestSection
 @pass_hub
 def ingest(ctx: HubContext, mqtt_config, worker, host, port, username, password_file, ca_file, cert_file, key_file,
            worker_id, group, session_expiry, ahead_minutes, age_days, verbose, crash_after_commits) -> None:
-    """Store kiosk events from MQTT (shared subscription; run several for more throughput)."""
+    """Store kiosk events from MQTT (shared subscription; run several for more throughput).
+
+    Under systemd (``Type=notify``): ``READY=1`` once connected, a ``STATUS=`` line, and watchdog
+    pings while no message is stuck in the handler.
+    """
     from cloud.link.events import serve
     from kiosk.common import logs
+    from kiosk.common.sdnotify import Notifier, trace_watchdog_kills
 
     logs.setup(verbose)
     hub = ctx.open(mqtt__settings_file=mqtt_config, mqtt__host=host, mqtt__port=port, mqtt__username=username,
@@ -52,7 +57,7 @@ def ingest(ctx: HubContext, mqtt_config, worker, host, port, username, password_
     click.echo(f"ingest worker {worker_id} on {settings.host}:{settings.port}, database {hub.engine.url!r}; "
                "Ctrl-C stops", err=True)
     serve(hub.events(), settings, worker_id=worker_id, group=hub.broker.group,
-          crash_after_commits=crash_after_commits)
+          crash_after_commits=crash_after_commits, notifier=trace_watchdog_kills(Notifier.from_environ()))
 
 
 COMMANDS = [ingest]

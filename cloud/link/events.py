@@ -15,6 +15,11 @@ handful of them.
 Several workers share the load through an MQTT 5 shared subscription. Each worker also
 relays the ledger outbox and answers kiosks' catch-up requests (cloud/link/ledger.py) on the
 same connection.
+
+Under systemd (``Type=notify``) the worker says ``READY=1`` once its connection is up (the
+subscriptions go out on it first), keeps a ``STATUS=`` line, and pings the watchdog while no
+message has been in the handler longer than ``stuck_after``: a handler hung on the database
+gets the worker restarted; the broker redelivers the unacknowledged message.
 """
 
 from __future__ import annotations
@@ -29,12 +34,17 @@ from cloud.events import MAX_ATTEMPTS, Attempts, DatabaseUnavailable, EventStore
 from cloud.link.ledger import LedgerRelay, SyncResponder
 from kiosk.common.bus import Bus, BusSettings, Message, MqttBus
 from kiosk.common.errors import BusError
+from kiosk.common.sdnotify import Notifier
 from kiosk.protocol import topics
 from kiosk.protocol.messages import EventsAck, encode
 
 log = logging.getLogger(__name__)
 
 CRASH_EXIT_CODE = 86  # the test hook's exit status, distinct from real failures
+# Seconds one message may stay in the handler before the watchdog is no longer fed: far beyond
+# a slow transaction or one retry back-off (30 s at most). A database down for longer restarts
+# the worker too, which is harmless: the message was not acknowledged, the broker redelivers it.
+STUCK_AFTER = 300.0
 
 
 class IngestWorker:
@@ -58,6 +68,7 @@ class IngestWorker:
         self.retry_max_delay = retry_max_delay
         self._attempts = Attempts()
         self.commits = 0
+        self.busy_since: float | None = None  # monotonic time the message in the handler arrived there
         self._stopping = threading.Event()
         self.relay = LedgerRelay(store, bus, worker_id=worker_id, stopping=self._stopping, interval=relay_interval,
                                  lease=lease, publish_timeout=publish_timeout)
@@ -66,6 +77,11 @@ class IngestWorker:
     def ingesting(self) -> bool:
         """Whether a message is being stored right now (on the bus's dispatch thread)."""
         return self.relay.worker_busy
+
+    def stuck(self, now: float, after: float = STUCK_AFTER) -> bool:
+        """Whether one message has been in the handler longer than *after* seconds at *now*."""
+        since = self.busy_since
+        return since is not None and now - since > after
 
     def start(self) -> None:
         self.relay.start()  # first our own leftovers, then the subscription
@@ -104,6 +120,7 @@ class IngestWorker:
         """The message committed or dead-lettered, with the relay's PUBACKed ids marked in the
         same transaction (handed back if it did not commit)."""
         self.relay.worker_busy = True
+        self.busy_since = time.monotonic()
         acked = self.relay.take_acked()
         try:
             return ingest_or_dead_letter(self.store, message.topic, message.payload, self._stopping,
@@ -120,6 +137,7 @@ class IngestWorker:
             raise
         finally:
             self.relay.worker_busy = False
+            self.busy_since = None
 
     def _publish_ack(self, stored: Stored) -> None:
         """Always answer, even for duplicates: a re-send means the kiosk missed our last ack
@@ -134,18 +152,67 @@ class IngestWorker:
 
 
 def serve(store: EventStore, settings: BusSettings, *, worker_id: str, group: str,
-          crash_after_commits: int | None = None) -> None:
-    """Run one worker and its sync responder on one connection until SIGTERM or SIGINT."""
+          crash_after_commits: int | None = None, notifier: Notifier | None = None) -> None:
+    """Run one worker and its sync responder on one connection until SIGTERM or SIGINT;
+    *notifier* tells systemd (by default the one ``$NOTIFY_SOCKET`` names, if any)."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    bus = MqttBus(settings)
+    notifier = notifier if notifier is not None else Notifier.from_environ()
+    try:
+        run_worker(store, MqttBus(settings), stop, worker_id=worker_id, group=group, notifier=notifier,
+                   crash_after_commits=crash_after_commits, broker=f"{settings.host}:{settings.port}")
+    finally:
+        notifier.close()
+
+
+def run_worker(store: EventStore, bus: Bus, stop: threading.Event, *, worker_id: str, group: str,
+               notifier: Notifier, crash_after_commits: int | None = None, broker: str = "the broker",
+               stuck_after: float = STUCK_AFTER, status_every: float = 5.0) -> None:
+    """What ``serve`` runs on its bus until *stop* is set; closes *store* at the end."""
     responder = SyncResponder(store, bus, group=group)
     worker = IngestWorker(store, bus, worker_id=worker_id, group=group, crash_after_commits=crash_after_commits)
+    connected = threading.Event()
+    bus.on_connect(connected.set)  # on the dispatch thread, after the subscriptions went out
     responder.start()
     worker.start()
-    log.info("ingest.started", extra={"worker": worker_id, "host": settings.host, "port": settings.port})
-    stop.wait()
-    worker.stop()
-    responder.stop()
-    store.close()
+    log.info("ingest.started", extra={"worker": worker_id, "broker": broker})
+    try:
+        _supervise(worker, connected, stop, notifier, broker, stuck_after, status_every)
+    finally:
+        notifier.stopping(f"stopping after {worker.commits} message(s)")
+        worker.stop()
+        responder.stop()
+        store.close()
+
+
+def _supervise(worker: IngestWorker, connected: threading.Event, stop: threading.Event, notifier: Notifier,
+               broker: str, stuck_after: float, status_every: float) -> None:
+    """The main thread until *stop*: READY once connected, then the status line and watchdog pings."""
+    ready, stuck = False, False
+    interval = notifier.watchdog_interval
+    tick = min(status_every, interval / 2) if interval is not None else status_every
+    while True:
+        if not ready and connected.is_set():
+            notifier.ready(_status(worker, broker))
+            ready = True
+            log.info("ingest.ready", extra={"worker": worker.worker_id, "notify": notifier.enabled})
+        if ready:
+            was_stuck, stuck = stuck, worker.stuck(time.monotonic(), stuck_after)
+            if stuck and not was_stuck:
+                log.critical("ingest.stuck", extra={"worker": worker.worker_id, "after_s": stuck_after})
+            if not stuck:
+                notifier.watchdog()
+            notifier.status(_status(worker, broker, stuck_after if stuck else None))
+        if stop.wait(tick if ready else 0.05):
+            return
+
+
+def _status(worker: IngestWorker, broker: str, stuck_after: float | None = None) -> str:
+    """The ``systemctl status`` line: "connected to 127.0.0.1:1883, 12 message(s) handled"."""
+    if stuck_after is not None:
+        return f"stuck: one message in the handler for over {stuck_after:g} s; the watchdog will restart us"
+    link = f"connected to {broker}" if worker.bus.connected else f"reconnecting to {broker}"
+    error = getattr(worker.bus, "last_error", None)
+    detail = f" (last error: {error})" if error and not worker.bus.connected else ""
+    return f"{link}{detail}, {worker.commits} message(s) handled"

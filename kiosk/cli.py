@@ -16,8 +16,11 @@ from kiosk.common import logs
 from kiosk.common.errors import StempelError, UnreadableImage
 from kiosk.config import KioskConfig, load_config
 from kiosk.hardware.camera import Frame, load_image
-from kiosk.hardware.decoder import open_decoder
+from kiosk.hardware.decoder import DECODERS, open_decoder
 from kiosk.rules.program import MAX_AMOUNT
+from kiosk.check import check
+from kiosk.update import update
+from kiosk.web.commands import staff as staff_commands
 
 _config_opt = click.option("--config", "config_path", type=click.Path(dir_okay=False),
                            envvar="STEMPEL_CONFIG", help="kiosk.toml [/etc/stempel/kiosk.toml]")
@@ -33,7 +36,8 @@ def main(verbose: int) -> None:
 
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--decoder", "decoder_kind", default="pyzbar", show_default=True, type=click.Choice(["pyzbar", "zxing"]))
+@click.option("--decoder", "decoder_kind", default="auto", show_default=True, type=click.Choice(sorted(DECODERS)),
+              help="auto: zxing-cpp, its retries, then pyzbar.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 def decode(images: tuple[str, ...], decoder_kind: str, as_json: bool) -> None:
     """Print the QR texts found in each image."""
@@ -109,7 +113,8 @@ def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
     from kiosk.link.state import StatusBoard, ThreadWatch
     from kiosk.loop import run as run_loop
     from kiosk.service import KioskService, status_line
-    from kiosk.wiring import build_kiosk, open_documents
+    from kiosk.web.serve import serve_staff
+    from kiosk.wiring import build_kiosk, open_documents, watch_offline
 
     overrides = {"hardware__backend": "sim" if simulate else None, "hardware__replay_dir": replay_dir}
     config = _load(config_path, data_dir, **overrides)
@@ -125,6 +130,7 @@ def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
         raise
     if link is not None:
         watch.report_to(link.status)
+    offline = watch_offline(link) if link is not None else None  # the screens' "offline" mark
     kiosk.status = watch.status
     notifier = trace_watchdog_kills(Notifier.from_environ())
     service = KioskService(notifier, lambda: status_line(kiosk, link, watch.status, documents))
@@ -133,7 +139,11 @@ def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
         signal.signal(sig, lambda *_: stop.set())
     click.echo(f"kiosk {config.kiosk.id} running (camera {kiosk.camera.name}, display {kiosk.display.name}); "
                "Ctrl-C stops", err=True)
+    staff = None
     try:
+        if config.staff is not None:  # a taken port fails here with a ConfigError naming [staff] port
+            staff = serve_staff(kiosk, config, link=link)
+            click.echo(f"staff screen on {staff.url}", err=True)
         run_loop(kiosk, kiosk.camera, stop, on_result=lambda r: _print(r, as_json),
                  updates=link.updates if link is not None else None, service=service)
     except Exception as exc:  # noqa: BLE001 - reported in `state` and the log, then a non-zero exit
@@ -141,7 +151,11 @@ def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
     finally:
         service.stopping(f"stopping: {watch.failed}" if watch.failed is not None else
                          "stopping: handing the outbox to the hub" if link is not None else "stopping")
+        if staff is not None:
+            staff.stop()
         kiosk.close()  # the camera, then blink threads, then the pins: no gpiozero traceback at exit
+    if offline is not None:
+        offline.stop()
     _stop_link(link, replay_finished=not stop.is_set())
     notifier.close()
     watch.uninstall()
@@ -269,3 +283,8 @@ def _guard(fn):
     except StempelError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+main.add_command(check)   # `stempel-kiosk check`: kiosk/check.py (the installer's final check)
+main.add_command(update)  # `stempel-kiosk update`: kiosk/update.py
+main.add_command(staff_commands)  # `stempel-kiosk staff hash-pin | pos-token`: kiosk/web/commands.py

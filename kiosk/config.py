@@ -31,34 +31,54 @@ class KioskSection(BaseModel):
     counter_seconds: float = Field(30, gt=0, le=600)
     program_file: Path | None = Field(None, description="a programme TOML (see examples/); else [program]")
     hub_keys_file: Path | None = Field(None, description="hub public keys; defaults to <data_dir>/hub-keys.json")
+    join_url: str | None = Field(None, description="the hub's join page for this kiosk, shown as a QR when idle")
 
     @field_validator("id", "merchant")
     @classmethod
     def _ids(cls, value: str | None) -> str | None:
         return None if value is None else check_id(value, "id")
 
+    @field_validator("join_url")
+    @classmethod
+    def _join_url(cls, value: str | None) -> str | None:
+        from kiosk.protocol.joinurl import check_join_url  # segno, only for a kiosk that shows a code
+
+        return None if value is None else check_join_url(value)
+
 
 class HardwareSection(BaseModel):
     """``[hardware]``: which backend, and the options it offers (``kiosk/hardware/factory.py``).
 
     Flat on purpose: the hub pushes a kiosk's hardware settings as a partial table of these
-    fields. Whether the backend offers a camera or display is checked where the whole table
-    is known: ``load_config`` and the factory.
+    fields. Whether the backend offers a camera, display or pin factory is checked where the
+    whole table is known: ``load_config`` and the factory.
     """
 
     model_config = ConfigDict(extra="forbid")
     backend: Literal["pi", "sim"] = Field("sim", description="STEMPEL_HARDWARE and --simulate override it")
     camera: Literal["auto", "picamera2", "opencv", "replay", "virtual"] = Field(
         "auto", description="auto: the backend's own (pi: picamera2; sim: replay with replay_dir, else virtual)")
-    decoder: Literal["pyzbar", "zxing"] = "pyzbar"
-    display: Literal["auto", "ssd1306", "sh1106", "dummy"] = Field(
-        "auto", description="auto: the backend's own (pi: ssd1306; sim: dummy)")
+    camera_index: int = Field(0, ge=0, le=63, description="picamera2's camera number, or N of /dev/videoN (opencv)")
+    camera_width: int = Field(640, ge=160, le=1920, multiple_of=2, description="frame width the decoder sees")
+    camera_height: int = Field(480, ge=120, le=1080, multiple_of=2, description="frame height the decoder sees")
+    camera_fps: float = Field(15, gt=0, le=60, description="frames per second asked of the camera")
+    autofocus: bool = Field(True, description="continuous autofocus where the camera has it (Camera Module 3)")
+    decoder: Literal["auto", "pyzbar", "zxing"] = "auto"
+    display: Literal["auto", "ssd1306", "sh1106", "ssd1351", "dummy"] = Field(
+        "auto", description="auto: the backend's own (pi: ssd1306; sim: dummy); ssd1351: 128x128 colour, on SPI")
+    display_rotate: Literal[0, 2] = Field(0, description="2: the display is mounted upside down")
     replay_dir: Path | None = Field(None, description="a folder of PNG frames for camera \"replay\"")
+    pin_factory: Literal["auto", "lgpio", "rpigpio", "mock"] = Field(
+        "auto", description="gpiozero's pin library; auto: lgpio (every Pi, the only one on a Pi 5), else RPi.GPIO")
     led_pin: int = Field(17, ge=0, le=27)
     buzzer_pin: int = Field(27, ge=0, le=27)
     button_pin: int = Field(22, ge=0, le=27)
     i2c_port: int = Field(1, ge=0)
     i2c_address: int = Field(0x3C, ge=0x03, le=0x77)
+    spi_port: int = Field(0, ge=0, le=6, description="ssd1351 only: SPI bus (/dev/spidevP.D)")
+    spi_device: int = Field(0, ge=0, le=3, description="ssd1351 only: chip select on that bus")
+    display_dc_pin: int = Field(24, ge=0, le=27, description="ssd1351 only: the data/command GPIO")
+    display_reset_pin: int = Field(25, ge=0, le=27, description="ssd1351 only: the reset GPIO")
 
 
 class MqttSection(BaseModel):
@@ -89,12 +109,36 @@ class MqttSection(BaseModel):
         return self.tls or self.ca_file is not None or self.cert_file is not None
 
 
+ARGON2_HASH = r"^\$argon2(id|i|d)\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+$"
+
+
+class StaffSection(BaseModel):
+    """``[staff]``: the staff screen the kiosk serves beside the till (kiosk/web/); absent: none.
+
+    Secrets are kept as hashes, so kiosk.toml may be read by anyone on the Pi: the PIN as an
+    argon2 hash and the till's (POS) bearer token as SHA-256, both made at install
+    (``kiosk.web.auth.hash_pin`` and ``new_pos_token``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    bind: str = Field("0.0.0.0", min_length=1, description="the address to listen on (the shop's LAN); "
+                                                             "127.0.0.1 for this machine only")
+    port: int = Field(8080, ge=1, le=65535)
+    pin_hash: str = Field(pattern=ARGON2_HASH, description="argon2 hash of the staff PIN, made at install")
+    pos_token_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+                                         description="SHA-256 (hex) of the till's bearer token; no POS API without it")
+    lockout_after: int = Field(5, ge=1, le=100, description="wrong PINs in a row before the screen locks")
+    lockout_seconds: float = Field(300, gt=0, le=86400, description="how long it stays locked")
+    undo_seconds: float = Field(60, gt=0, le=600, description="how long a stamp or redemption can be undone")
+
+
 class KioskConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kiosk: KioskSection = KioskSection()
     hardware: HardwareSection = HardwareSection()
     program: Program = Program()
     mqtt: MqttSection | None = None
+    staff: StaffSection | None = None
 
     def keys_path(self) -> Path:
         return self.kiosk.keys_file or self.kiosk.data_dir / "keys.json"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gpiozero.exc import PinFactoryFallback
+from gpiozero import Device
 from PIL import Image
 
 from kiosk.config import HardwareSection, load_config
@@ -37,6 +37,7 @@ not_on_a_pi = pytest.mark.skipif(on_a_pi(), reason="a Pi has the devices these t
     ({}, {"hardware__replay_dir": "frames"}, SimHardware, "replay", "dummy"),  # --replay
     ({"STEMPEL_HARDWARE": "pi"}, {"hardware__camera": "opencv", "hardware__display": "sh1106"},
      PiHardware, "opencv", "sh1106"),
+    ({"STEMPEL_HARDWARE": "pi"}, {"hardware__display": "ssd1351"}, PiHardware, "picamera2", "ssd1351"),
 ])
 def test_the_backend_and_its_devices_come_from_config_env_and_flags(env, overrides, backend, camera, display):
     hardware = hardware_factory(load_config(None, env=env, **overrides).hardware)
@@ -48,7 +49,7 @@ def test_the_backend_and_its_devices_come_from_config_env_and_flags(env, overrid
     ('backend = "sim"\ncamera = "picamera2"\n', "[hardware.camera]", 'of backend "pi"'),
     ('backend = "pi"\ncamera = "virtual"\n', "[hardware.camera]", "offers picamera2, opencv, replay"),
     ('backend = "sim"\ndisplay = "ssd1306"\n', "[hardware.display]", 'backend "sim" offers dummy'),
-    ('backend = "pi"\ndisplay = "dummy"\n', "[hardware.display]", "offers ssd1306, sh1106"),
+    ('backend = "pi"\ndisplay = "dummy"\n', "[hardware.display]", "offers ssd1306, sh1106, ssd1351"),
     ('camera = "replay"\n', "[hardware.replay_dir]", "--replay DIR"),
     ('decoder = "zbar"\n', "[hardware.decoder]", "'pyzbar' or 'zxing'"),
 ])
@@ -58,6 +59,27 @@ def test_an_option_the_backend_does_not_offer_is_refused_naming_the_field(tmp_pa
     result = subprocess.run([KIOSK, "redeem", "--config", str(config)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert field in result.stderr and fix in result.stderr
+
+
+@pytest.mark.parametrize("fields, field, fix", [
+    ({"backend": "pi", "pin_factory": "mock"}, "[hardware.pin_factory]", 'backend "pi" offers lgpio, rpigpio'),
+    ({"backend": "sim", "pin_factory": "lgpio"}, "[hardware.pin_factory]", 'of backend "pi"'),
+    ({"backend": "sim", "display": "ssd1351"}, "[hardware.display]", 'of backend "pi"'),
+])
+def test_pin_factory_and_display_belong_to_a_backend(fields, field, fix):
+    with pytest.raises(ConfigError) as info:
+        hardware_factory(HardwareSection(**fields))
+    assert field in str(info.value) and fix in str(info.value)
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"hardware__camera_width": 641}, "camera_width"),  # picamera2 wants even sizes
+    ({"hardware__display_rotate": 1}, "display_rotate"),  # the 128x64 screens turn upside down only
+    ({"hardware__pin_factory": "pigpio"}, "pin_factory"),
+])
+def test_camera_display_and_pin_settings_are_checked_when_loaded(overrides, field):
+    with pytest.raises(ConfigError, match=field):
+        load_config(None, env={"STEMPEL_HARDWARE": "pi"}, **overrides)
 
 
 def test_hub_pushed_hardware_is_checked_when_the_factory_is_built():
@@ -72,7 +94,7 @@ def test_a_simulated_kiosk_gets_all_four_devices_from_the_factory(kiosk_dir):
     kiosk = build_kiosk(config)
     try:
         assert isinstance(kiosk.camera, VirtualCamera) and isinstance(kiosk.display, DummyDisplay)
-        assert kiosk.decoder.name == "pyzbar" and type(kiosk.panel.led.pin_factory).__name__ == "MockFactory"
+        assert kiosk.decoder.name == "auto" and type(kiosk.panel.led.pin_factory).__name__ == "MockFactory"
         kiosk.show_idle()
         assert list(kiosk.display.shown) == [screens.Idle("Stempel")]
         assert kiosk.display.image.tobytes() == screens.render(screens.Idle("Stempel")).tobytes()
@@ -137,8 +159,11 @@ def test_pi_camera_without_picamera2_names_the_package():
 
 @not_on_a_pi
 def test_pi_panel_without_a_gpio_library_names_the_package_and_is_never_a_fake():
-    with pytest.warns(PinFactoryFallback), pytest.raises(BackendUnavailable, match="python3-lgpio"):
+    """We choose the pin factory ourselves: gpiozero's fallback chain (and its warnings, and its
+    process-wide default factory) is never reached."""
+    with pytest.raises(BackendUnavailable, match="python3-lgpio"):
         PiHardware(HardwareSection(backend="pi")).panel()
+    assert Device.pin_factory is None or type(Device.pin_factory).__name__ == "MockFactory"
 
 
 @not_on_a_pi

@@ -5,9 +5,11 @@ Like gpiozero's pin factories, a backend is chosen by configuration (``backend =
 library is imported only when that device is opened. Both backends give the same four
 things behind small interfaces: a camera, a QR decoder, a front panel and a display.
 
-- ``PiHardware``: picamera2 (or a webcam, or replayed files), luma.oled over I2C, gpiozero
-  on real pins. A missing library raises BackendUnavailable naming the package to install;
-  it never falls back to a fake.
+- ``PiHardware``: picamera2 (or a webcam, or replayed files), luma.oled (SSD1306/SH1106 over
+  I2C, SSD1351 over SPI), gpiozero on real pins through the lgpio or RPi.GPIO pin factory
+  (``pin_factory``). A missing library raises BackendUnavailable naming the package to
+  install; it never falls back to a fake. Live cameras are read through a ``FrameGrabber``:
+  only the newest frame reaches the decoder, repeats are skipped (``grabber.py``).
 - ``SimHardware``: a ``VirtualCamera`` (frames presented by code) or replayed files,
   gpiozero's ``MockFactory`` pins, luma's dummy display. Each records what happened
   (``frames_shown``, the panel's ``history`` and pin ``states``, the display's ``shown``
@@ -18,10 +20,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from kiosk.display.device import OLEDS, Display, DummyDisplay, LumaDisplay, open_oled
+from kiosk.display.device import OLEDS, Display, DummyDisplay, LumaDisplay, open_oled, open_ssd1351
 from kiosk.common.errors import ConfigError
+from kiosk.hardware import pins
 from kiosk.hardware.camera import Camera, OpenCVCamera, PiCamera, ReplayCamera, VirtualCamera
 from kiosk.hardware.decoder import Decoder, open_decoder
+from kiosk.hardware.grabber import FrameGrabber
 from kiosk.hardware.panel import FrontPanel, Panel
 
 if TYPE_CHECKING:
@@ -50,6 +54,10 @@ class _Backend:
     """The camera kinds this backend offers; the first is its default."""
     DISPLAYS: ClassVar[tuple[str, ...]]
     """The display kinds this backend offers; the first is its default."""
+    PIN_FACTORIES: ClassVar[tuple[str, ...]]
+    """The gpiozero pin factories this backend offers (``auto`` picks among them)."""
+    LIVE_CAMERAS = frozenset({"picamera2", "opencv"})
+    """Cameras that deliver at their own pace: read through a FrameGrabber."""
 
     def __init__(self, settings: HardwareSection) -> None:
         check_hardware(settings, "hardware in force")
@@ -57,7 +65,7 @@ class _Backend:
 
     @classmethod
     def options(cls) -> dict[str, tuple[str, ...]]:
-        return {"camera": cls.CAMERAS, "display": cls.DISPLAYS}
+        return {"camera": cls.CAMERAS, "display": cls.DISPLAYS, "pin_factory": cls.PIN_FACTORIES}
 
     @property
     def camera_kind(self) -> str:
@@ -68,11 +76,19 @@ class _Backend:
         return self.settings.display if self.settings.display != "auto" else self.DISPLAYS[0]
 
     def camera(self) -> Camera:
-        """Open the camera; raises CameraError / BackendUnavailable with the fix."""
-        replay_dir = self.settings.replay_dir
-        openers = {"picamera2": PiCamera, "opencv": OpenCVCamera, "virtual": VirtualCamera,
-                   "replay": lambda: ReplayCamera.from_folder(replay_dir)}
-        return openers[self.camera_kind]()
+        """Open the camera; raises CameraError / BackendUnavailable with the fix.
+
+        A live camera comes wrapped in a FrameGrabber; the virtual and replay cameras are read
+        directly, so every frame a test presents or a folder holds is decoded, in order."""
+        s = self.settings
+        openers = {
+            "picamera2": lambda: PiCamera(s.camera_index, s.camera_width, s.camera_height, s.camera_fps, s.autofocus),
+            "opencv": lambda: OpenCVCamera(s.camera_index, s.camera_width, s.camera_height, s.camera_fps),
+            "virtual": VirtualCamera,
+            "replay": lambda: ReplayCamera.from_folder(s.replay_dir),
+        }
+        camera = openers[self.camera_kind]()
+        return FrameGrabber(camera) if self.camera_kind in self.LIVE_CAMERAS else camera
 
     def decoder(self) -> Decoder:
         return open_decoder(self.settings.decoder)
@@ -84,13 +100,19 @@ class PiHardware(_Backend):
     name = "pi"
     CAMERAS = ("picamera2", "opencv", "replay")
     DISPLAYS = OLEDS
+    PIN_FACTORIES = pins.PIN_FACTORIES
 
     def panel(self) -> FrontPanel:
+        """The panel on the pin factory ``pin_factory`` names, which the panel closes with its pins."""
         s = self.settings
-        return FrontPanel(s.led_pin, s.buzzer_pin, s.button_pin)  # gpiozero's default (real) pin factory
+        return FrontPanel(s.led_pin, s.buzzer_pin, s.button_pin, pin_factory=pins.open_pin_factory(s.pin_factory),
+                          owns_factory=True)
 
     def display(self) -> LumaDisplay:
-        return open_oled(self.display_kind, self.settings.i2c_port, self.settings.i2c_address)
+        s = self.settings
+        if self.display_kind == "ssd1351":
+            return open_ssd1351(s.spi_port, s.spi_device, s.display_dc_pin, s.display_reset_pin, s.display_rotate)
+        return open_oled(self.display_kind, s.i2c_port, s.i2c_address, s.display_rotate)
 
 
 class SimHardware(_Backend):
@@ -99,6 +121,7 @@ class SimHardware(_Backend):
     name = "sim"
     CAMERAS = ("virtual", "replay", "opencv")
     DISPLAYS = ("dummy",)
+    PIN_FACTORIES = ("mock",)
 
     @property
     def camera_kind(self) -> str:

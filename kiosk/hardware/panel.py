@@ -1,8 +1,9 @@
 """The front panel: status LED, buzzer and the staff button, built from gpiozero devices.
 
-The panel never chooses its pins' backend: ``factory.py`` passes gpiozero's default pin
-factory on a Pi and gpiozero's own ``MockFactory`` when simulated, so tests press the
-button with ``pin.drive_low()`` and read the LED's and buzzer's recorded pin ``states``.
+The panel never chooses its pins' backend: ``factory.py`` passes the pin factory
+``[hardware] pin_factory`` names on a Pi (lgpio or RPi.GPIO, ``kiosk/hardware/pins.py``) and
+gpiozero's own ``MockFactory`` when simulated, so tests press the button with
+``pin.drive_low()`` and read the LED's and buzzer's recorded pin ``states``.
 What to play for each outcome comes from the programme (``[feedback]``), not from here.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from kiosk.common.errors import BackendUnavailable
+from kiosk.common.errors import BackendUnavailable, HardwareError
 from kiosk.rules.program import Cue, Pulses
 
 
@@ -57,21 +58,34 @@ class FrontPanel:
     read it on simulated pins and on a real Pi alike (a test hook that costs a deque).
     """
 
-    def __init__(self, led_pin: int, buzzer_pin: int, button_pin: int, pin_factory=None, keep: int = 1000) -> None:
+    def __init__(self, led_pin: int, buzzer_pin: int, button_pin: int, pin_factory=None, keep: int = 1000,
+                 owns_factory: bool = False) -> None:
+        """*owns_factory*: the panel closes *pin_factory* with its devices (releasing the
+        gpiochip or RPi.GPIO's pins), for a factory opened just for it. Raises HardwareError
+        (GPIOPinInUse and the like, translated) and BackendUnavailable."""
         from gpiozero import LED, Button, Buzzer
         from gpiozero.exc import BadPinFactory
 
         self._closed = False
+        self._factory = pin_factory if owns_factory else None
         self.history: deque[Played] = deque(maxlen=keep)
+        opened = []
         try:
-            self.led = LED(led_pin, pin_factory=pin_factory)
-            self.buzzer = Buzzer(buzzer_pin, pin_factory=pin_factory)
-            self.button = Button(button_pin, pull_up=True, bounce_time=None, pin_factory=pin_factory)
+            opened.append(LED(led_pin, pin_factory=pin_factory))
+            opened.append(Buzzer(buzzer_pin, pin_factory=pin_factory))
+            opened.append(Button(button_pin, pull_up=True, bounce_time=None, pin_factory=pin_factory))
         except BadPinFactory as exc:
+            self._release(opened)
             raise BackendUnavailable(
                 "no GPIO library found: run `sudo apt install python3-lgpio`, "
                 "or set backend = \"sim\" under [hardware]"
             ) from exc
+        except Exception as exc:  # noqa: BLE001 - gpiozero's and the pin library's (lgpio.error is bare)
+            self._release(opened)
+            raise HardwareError(f"front panel (LED GPIO{led_pin}, buzzer GPIO{buzzer_pin}, button GPIO{button_pin}): "
+                                f"{exc}: check led_pin, buzzer_pin and button_pin under [hardware], and that no "
+                                "other program or overlay holds those pins") from exc
+        self.led, self.buzzer, self.button = opened
 
     def on_press(self, callback: Callable[[], None] | None) -> None:
         """Call *callback* (in gpiozero's thread) when staff press the button; None detaches it."""
@@ -108,5 +122,12 @@ class FrontPanel:
         self.on_press(None)
         for output in (self.led, self.buzzer):
             output.off()
-        for device in (self.button, self.buzzer, self.led):
+        self._release([self.led, self.buzzer, self.button])
+
+    def _release(self, devices: list) -> None:
+        """Close *devices* (last opened first), then the pin factory the panel owns."""
+        for device in reversed(devices):
             device.close()
+        if self._factory is not None:
+            self._factory.close()
+            self._factory = None

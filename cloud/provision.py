@@ -13,6 +13,7 @@ they were, so one bad name can never block the next ``add-kiosk``.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import tomllib
 from dataclasses import dataclass
@@ -37,9 +38,12 @@ from cloud.hubkey import hub_keys_json
 from cloud.models import BrokerAccount, utcnow
 from cloud.passes import export_keys
 from cloud.members import HUB_KIOSK
-from cloud.store import all_accounts, find_kiosk
+from cloud.store import all_accounts, find_kiosk, get_merchant
 from kiosk.common.errors import ConfigError, ProvisioningError
+from kiosk.protocol.joinurl import check_join_url
 from kiosk.protocol import topics
+
+log = logging.getLogger(__name__)
 
 BUNDLE_OPTIONAL = ("ca.crt", "client.crt", "client.key")
 
@@ -60,6 +64,7 @@ class Provisioned:
     username: str
     bundle: Path
     rotated: bool
+    join_url: str | None = None  # the join page the kiosk's idle screen shows (None: too long for it)
 
 
 def add_kiosk(engine: Engine, data_dir: Path, merchant: str, kiosk: str, endpoint: Endpoint,
@@ -90,10 +95,26 @@ def add_kiosk(engine: Engine, data_dir: Path, merchant: str, kiosk: str, endpoin
             row = BrokerAccount(username=account.username, role="kiosk", merchant_id=merchant, kiosk_id=kiosk)
             session.add(row)
         row.password_hash, row.rotated_at = hash_password(password), utcnow()
+        join = kiosk_join_url(get_merchant(session, merchant).base_url, merchant, kiosk)
         write_broker_files(session, BrokerFiles(data_dir))
         write_bundle(bundle, merchant, kiosk, account.username, password, endpoint, keys_json,
-                     hub_keys_json(data_dir))
-    return Provisioned(account.username, bundle, rotated=existed)
+                     hub_keys_json(data_dir), join_url=join)
+    return Provisioned(account.username, bundle, rotated=existed, join_url=join)
+
+
+def kiosk_join_url(base_url: str, merchant: str, kiosk: str) -> str | None:
+    """The join page the kiosk's idle screen shows as a QR: ``<base>/j/<merchant>.<kiosk>``, so
+    sign-ups show which kiosk they came from (cloud/web/public.py). If that is too long for the
+    display's code (version 3), the shop's ``<base>/j/<merchant>``; if that is too, None (the
+    idle screen then shows the shop's name; logged)."""
+    base = base_url.rstrip("/")
+    for url in (f"{base}/j/{merchant}.{kiosk}", f"{base}/j/{merchant}"):
+        try:
+            return check_join_url(url)
+        except ConfigError:
+            continue
+    log.warning("provision.join_url_too_long", extra={"merchant": merchant, "kiosk": kiosk, "base_url": base})
+    return None
 
 
 def regenerate_broker_files(engine: Engine, files: BrokerFiles) -> None:
@@ -111,8 +132,9 @@ def write_broker_files(session: Session, files: BrokerFiles) -> None:
 
 
 def write_bundle(bundle: Path, merchant: str, kiosk: str, username: str, password: str,
-                 endpoint: Endpoint, keys_json: str, hub_keys: str) -> None:
-    """Everything the kiosk needs in /etc/stempel/; paths in kiosk.toml are relative to it."""
+                 endpoint: Endpoint, keys_json: str, hub_keys: str, join_url: str | None = None) -> None:
+    """Everything the kiosk needs in /etc/stempel/; paths in kiosk.toml are relative to it.
+    *join_url*, when given, goes into ``[kiosk]`` (the idle screen shows it as a QR)."""
     bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
     for name in BUNDLE_OPTIONAL:
         (bundle / name).unlink(missing_ok=True)
@@ -128,7 +150,10 @@ def write_bundle(bundle: Path, merchant: str, kiosk: str, username: str, passwor
              "# Copy this folder's files to /etc/stempel/ on the kiosk (`install -m 0640 -g stempel`),",
              "# then `systemctl restart stempel-kiosk`. Paths are relative to this file.",
              "[kiosk]", f"id = {json.dumps(kiosk)}", f"merchant = {json.dumps(merchant)}",
-             'keys_file = "keys.json"', 'hub_keys_file = "hub-keys.json"', "", "[mqtt]"]
+             'keys_file = "keys.json"', 'hub_keys_file = "hub-keys.json"']
+    if join_url is not None:
+        lines.append(f"join_url = {json.dumps(join_url)}  # the idle screen's QR: the hub's join page")
+    lines += ["", "[mqtt]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in mqtt.items()]
     write_private(bundle / "mqtt.password", password + "\n")
     write_private(bundle / "keys.json", keys_json + "\n", mode=0o644)

@@ -1,9 +1,11 @@
 """Build a Kiosk from configuration: keys, ledger, the documents the hub pushed, and the four
-devices the hardware factory (``kiosk/hardware/factory.py``) gives."""
+devices the hardware factory (``kiosk/hardware/factory.py``) gives; and tie its screens to the
+hub link (the offline marker)."""
 
 from __future__ import annotations
 
 from contextlib import ExitStack, closing
+from typing import TYPE_CHECKING
 
 from kiosk.app import Kiosk
 from kiosk.clock import Clock, SystemClock, boot_id
@@ -12,8 +14,12 @@ from kiosk.common.errors import ConfigError
 from kiosk.hardware.factory import HardwareFactory, hardware_factory
 from kiosk.ledger import Ledger
 from kiosk.link.documents import DocumentFollower
+from kiosk.link.offline import GRACE, OfflineWatch
 from kiosk.protocol.passes import KeyRing, PassVerifier
 from kiosk.session import CounterSession
+
+if TYPE_CHECKING:
+    from kiosk.link.hub_link import HubLink
 
 
 def load_keyring(config: KioskConfig) -> KeyRing:
@@ -70,17 +76,20 @@ def open_documents(config: KioskConfig) -> DocumentFollower:
     folder and verified once; the kiosk is built from them and its hub link follows them on.
 
     Their programme takes precedence over the file's, and the kiosk document's hardware
-    settings over ``[hardware]``, so what the owner pushed survives a restart.
+    settings and join URL over ``[hardware]`` and ``[kiosk] join_url``, so what the owner
+    pushed survives a restart.
     """
     return DocumentFollower(merchant_of(config), config.kiosk.id, load_hub_keys(config), config.kiosk.data_dir,
                             base_program=config.program, base_hardware=config.hardware,
-                            keys_file=config.keys_path()).restore()
+                            base_join_url=config.kiosk.join_url, keys_file=config.keys_path()).restore()
 
 
 def effective_config(config: KioskConfig, documents: DocumentFollower | None = None) -> KioskConfig:
-    """*config* with the pushed programme and hardware in force (what this start will run)."""
+    """*config* with the pushed programme, hardware and join URL in force (what this start will run)."""
     documents = documents if documents is not None else open_documents(config)
-    return config.model_copy(update={"program": documents.program(), "hardware": documents.hardware()})
+    kiosk = config.kiosk.model_copy(update={"join_url": documents.join_url()})
+    return config.model_copy(update={"program": documents.program(), "hardware": documents.hardware(),
+                                     "kiosk": kiosk})
 
 
 def build_kiosk(config: KioskConfig, *, clock: Clock | None = None, hardware: HardwareFactory | None = None,
@@ -118,5 +127,13 @@ def build_kiosk(config: KioskConfig, *, clock: Clock | None = None, hardware: Ha
             panel=panel,
             camera=camera,
         )
+        kiosk.join_url = config.kiosk.join_url
         opened.pop_all()
     return kiosk
+
+
+def watch_offline(link: HubLink, grace: float = GRACE) -> OfflineWatch:
+    """Mark the kiosk's screens "offline" while *link* has been without the broker for *grace*
+    seconds (started; ``stop()`` it before the link). The marks reach the kiosk through the
+    link's ``updates``, which the scan loop applies, so pass those to ``kiosk.loop.run``."""
+    return OfflineWatch(lambda: link.bus.connected, link.updates, grace=grace).start()

@@ -1,20 +1,28 @@
 """Screens against golden PNGs (regenerate with STEMPEL_UPDATE_GOLDEN=1 after a deliberate change,
-and look at the new PNGs before committing them), every string's glyphs, and every screen's layout."""
+and look at the new PNGs before committing them), every string's glyphs, every screen's layout (the
+offline marker's too), and the idle screen's join QR as a phone camera sees it."""
 
 import os
 import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pytest
+import zxingcpp
 from luma.core.device import dummy
-from PIL import Image, ImageChops, ImageDraw, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
+from pyzbar import pyzbar
 
-from kiosk.display import screens
+from kiosk.display import joinqr, screens
 from kiosk.display.device import HEIGHT, WIDTH
 from kiosk.display.texts import REASONS, TEXTS
 from kiosk.protocol.passes import Reason
 
 GOLDEN = Path(__file__).parent / "golden"
+JOIN = "https://hub.example/j/cafe-rosa.counter-1"
+"""The join URL ``stempel-hub add-kiosk`` writes for kiosk counter-1 of cafe-rosa on hub.example."""
+LONG_JOIN = "https://loyalty.baeckerei-oeztuerk.de/j/oeztuerk.theke-2"
+"""About the longest join URL that still fits version 3 (at level L)."""
 SCREENS = {
     "idle": screens.Idle("Cafe Rosa"),
     "stamped-7-of-10": screens.Stamped(7, 10),
@@ -35,7 +43,14 @@ SCREENS = {
     "de-nothing-to-redeem": screens.NothingToRedeem("de"),
     "de-rejected-wrong-merchant": screens.Rejected("wrong_merchant", "de"),
     "de-rejected-truncated": screens.Rejected("truncated", "de"),
+    "idle-join": screens.Idle("Cafe Rosa", join_url=JOIN),
+    "de-idle-join-offline": screens.Idle("Bäckerei Öztürk", "de", LONG_JOIN, offline=True),
+    "idle-offline": screens.Idle("Cafe Rosa", offline=True),
+    "stamped-7-of-10-offline": screens.Stamped(7, 10, offline=True),
+    "already-stamped-offline": screens.AlreadyStamped(3, 10, 42, offline=True),
+    "rejected-forged-offline": screens.Rejected("forged", offline=True),
 }
+JOIN_GOLDENS = {"idle-join": JOIN, "de-idle-join-offline": LONG_JOIN}
 
 TYPICAL = {"n": 1500, "b": 10, "g": 10, "m": 60}
 """Values a customer usually sees: every string must fit in the 6x12 body font with them."""
@@ -141,11 +156,12 @@ def recorded_lines(monkeypatch):
     """Record each line ``screens`` centres on a _Recorder, then draw it as usual."""
     centred = screens._centred
 
-    def record(draw, top, line, roles):
+    def record(draw, top, line, roles, centre=WIDTH // 2, width=screens.TEXT_WIDTH):
         if isinstance(draw, _Recorder):
-            box = draw.textbbox((WIDTH // 2, top), line, font=screens.fitting_font(line, *roles), anchor="mt")
+            font = screens.fitting_font(line, *roles, width=width)
+            box = draw.textbbox((centre, top), line, font=font, anchor="mt")
             draw.boxes.append((line, tuple(int(v) for v in box)))
-        centred(draw, top, line, roles)
+        centred(draw, top, line, roles, centre, width)
 
     monkeypatch.setattr(screens, "_centred", record)
 
@@ -156,6 +172,7 @@ def _every_screen(lang: str) -> list[screens.Screen]:
     codes = sorted({code for table in REASONS.values() for code in table}) + ["some_future_reason_code_x"]
     return [
         screens.Idle(shop, lang),
+        screens.Idle(shop, lang, LONG_JOIN),
         screens.Stamped(99, 99, lang=lang),
         screens.Stamped(12, 12, lang=lang),
         screens.Stamped(99999, 99999, "points", 99999, lang),
@@ -173,18 +190,42 @@ def _every_screen(lang: str) -> list[screens.Screen]:
 
 @pytest.mark.parametrize("lang", TEXTS)
 def test_no_screen_text_leaves_the_screen_or_overlaps(lang, recorded_lines):
-    """Every text box inside the 2 px margin, clear of the other texts and of the progress bar."""
+    """Every text box inside the 2 px margin, clear of the other texts, of the progress bar and
+    of the join QR's lit square (the offline marker: the next test, by the pixels)."""
     for screen in _every_screen(lang):
         surface = _Recorder(Image.new("1", (WIDTH, HEIGHT), 0))
         screens.draw(screen, surface)
         assert surface.boxes, screen
         with_progress = isinstance(screen, screens.Stamped | screens.RewardReady | screens.AlreadyStamped)
         bottom = 46 if with_progress else HEIGHT - 1  # the progress bar starts at row 46
+        leftmost = screens.QR_BOX + 2 if isinstance(screen, screens.Idle) and screen.join_url else 2
         for line, (left, top, right, low) in surface.boxes:
-            assert left >= 2 and right <= WIDTH - 2 and top >= 1 and low <= bottom, (screen, line)
+            assert left >= leftmost and right <= WIDTH - 2 and top >= 1 and low <= bottom, (screen, line)
         for i, (line, box) in enumerate(surface.boxes):
             for other, obox in surface.boxes[i + 1 :]:
                 assert box[3] <= obox[1] or obox[3] <= box[1], (screen, line, other)
+
+
+@pytest.mark.parametrize("lang", TEXTS)
+def test_the_offline_marker_clears_every_screen_s_ink_and_the_rejection_frame(lang):
+    """The marker is drawn on a cleared patch: nothing the screen drew is lost under it (the
+    screen's ink starts below the patch), and in the rejection frame the frame stays whole."""
+    for screen in _every_screen(lang):
+        plain = np.array(screens.render(screen), dtype=bool)
+        marked = np.array(screens.render(screens.marked(screen, True)), dtype=bool)
+        left, top, right, low = screens.offline_box(lang, framed=isinstance(screen, screens.Rejected))
+        patch = np.zeros_like(plain)
+        patch[top - 1 : low + 2, left - 2 : right + 3] = True
+        assert not (plain & patch).any(), screen  # the screen draws nothing there
+        assert not ((plain != marked) & ~patch).any(), screen  # and the marker nothing elsewhere
+        assert marked[top : low + 1, left : right + 1].any()
+
+
+def test_marked_keeps_the_screen_and_only_flips_the_marker():
+    stamped = screens.Stamped(7, 10)
+    assert screens.marked(stamped, False) is stamped
+    assert screens.marked(stamped, True) == screens.Stamped(7, 10, offline=True)
+    assert screens.marked(screens.marked(stamped, True), False) == stamped
 
 
 def test_every_rejection_reason_has_a_screen_text_in_every_language():
@@ -200,3 +241,67 @@ def test_every_rejection_reason_has_a_screen_text_in_every_language():
 def test_progress_never_overflows_for_long_cards():
     image = screens.render(screens.Stamped(37, 40))
     assert image.size == (128, 64) and image.getbbox() is not None
+
+
+PHONE_VIEWS = {"x3-sharp": (3, 1.0, 0), "x4-blurred": (4, 1.5, 0), "x4-tilted": (4, 1.5, 6),
+               "x6-soft-tilted": (6, 2.0, -9)}
+"""How a phone camera at the counter may see the screen: camera pixels per screen pixel, blur
+(focus, in camera pixels) and tilt (degrees)."""
+LIT, UNLIT, BEZEL = 230, 25, 15
+"""Grey levels of a photographed OLED: lit pixels are not paper white, unlit ones not black,
+and the display's edge and the case around it are dark (just outside the code's quiet zone)."""
+
+
+def _as_a_phone_sees_it(screen: Image.Image, scale: int, blur: float, angle: float, seed: int = 7) -> np.ndarray:
+    """*screen* photographed: each pixel *scale* camera pixels (nearest), grey levels of an OLED,
+    a dark bezel, tilted by *angle*, blurred by *blur*, and a little sensor noise (seeded)."""
+    grey = screen.convert("L").point(lambda v: LIT if v else UNLIT)
+    grey = grey.resize((screen.width * scale, screen.height * scale), Image.Resampling.NEAREST)
+    photo = Image.new("L", (grey.width + 16 * scale, grey.height + 16 * scale), BEZEL)
+    photo.paste(grey, (8 * scale, 8 * scale))
+    if angle:
+        photo = photo.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True, fillcolor=BEZEL)
+    photo = photo.filter(ImageFilter.GaussianBlur(blur))
+    noise = np.random.default_rng(seed).normal(0, 6, (photo.height, photo.width))
+    return np.clip(np.asarray(photo, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
+
+
+def _pyzbar(pixels: np.ndarray) -> list[str]:
+    return [r.data.decode() for r in pyzbar.decode(Image.fromarray(pixels), symbols=[pyzbar.ZBarSymbol.QRCODE])]
+
+
+def _zxing(pixels: np.ndarray) -> list[str]:
+    return [r.text for r in zxingcpp.read_barcodes(pixels, formats=zxingcpp.BarcodeFormat.QRCode)]
+
+
+@pytest.mark.parametrize("decode", [_pyzbar, _zxing], ids=["pyzbar", "zxing-cpp"])
+@pytest.mark.parametrize("view", PHONE_VIEWS)
+@pytest.mark.parametrize("name", JOIN_GOLDENS)
+def test_a_phone_reads_the_join_url_off_the_golden_idle_screen(name, view, decode):
+    """The golden PNG (what the OLED shows), photographed: the code carries the join URL, its
+    scheme and host in capitals (alphanumeric mode) and its path as the hub routes it."""
+    url = JOIN_GOLDENS[name]
+    with Image.open(GOLDEN / f"{name}.png") as golden:
+        pixels = _as_a_phone_sees_it(golden.convert("1"), *PHONE_VIEWS[view])
+    assert decode(pixels) == [joinqr.qr_text(url)]
+    scheme_host, path = joinqr.qr_text(url).split("/", 3)[2], "/" + url.split("/", 3)[3]
+    assert joinqr.qr_text(url) == f"{url.split(':')[0].upper()}://{scheme_host}{path}"
+    assert joinqr.qr_text(url).lower().split("/", 3)[:3] == url.split("/", 3)[:3] and path.islower()
+
+
+@pytest.mark.parametrize("name", JOIN_GOLDENS)
+def test_the_golden_join_qr_is_version_3_at_most_at_2_px_a_module(name):
+    """The lit square holds the code module by module, 2x2 pixels each, in its centre, and
+    nothing else: the size a phone reads from behind the counter."""
+    qr = joinqr.join_qr(JOIN_GOLDENS[name])
+    assert qr.version <= 3
+    modules = np.array([list(row) for row in qr.matrix_iter(scale=1, border=0)], dtype=bool)
+    with Image.open(GOLDEN / f"{name}.png") as golden:
+        lit = np.array(golden.convert("1"), dtype=bool)
+    side = 2 * len(modules)
+    at = (screens.QR_BOX - side) // 2, (HEIGHT - side) // 2
+    square = lit[:, : screens.QR_BOX].copy()
+    code = square[at[1] : at[1] + side, at[0] : at[0] + side].copy()
+    assert (code == ~np.kron(modules, np.ones((2, 2), dtype=bool))).all()  # dark module: unlit
+    square[at[1] : at[1] + side, at[0] : at[0] + side] = True
+    assert square.all()  # the quiet zone: lit to the square's edges

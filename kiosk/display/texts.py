@@ -20,6 +20,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "amount_2": "then scan again",
         "points": "{n} pts",
         "not_accepted": "Not accepted",
+        "join_1": "Join:",
+        "join_2": "scan me",
+        "offline": "offline",
     },
     "de": {
         "show_pass": "Pass zeigen",
@@ -38,6 +41,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "amount_2": "dann neu scannen",
         "points": "{n} Pkt.",
         "not_accepted": "Abgelehnt",
+        "join_1": "Mitmachen:",
+        "join_2": "scannen",
+        "offline": "offline",
     },
 }
 

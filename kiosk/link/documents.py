@@ -22,8 +22,10 @@ power cut. Anything refused changes nothing: the kiosk runs on what it had.
 
 The programme in force is the kiosk document's override, else the merchant's, else the config
 file's; hardware is the file's ``[hardware]`` with the kiosk document's settings on top, and
-changes only at a restart (``restart_required`` until then). Every config outcome becomes the
-retained ``config/reported`` (the hub's side is ``cloud/link/documents.py``).
+changes only at a restart (``restart_required`` until then); so does the join URL the idle
+screen shows (the kiosk document's ``join_url``, else the file's ``[kiosk] join_url``). Every
+config outcome becomes the retained ``config/reported`` (the hub's side is
+``cloud/link/documents.py``).
 
 The stored documents are loaded and verified once, at start (``restore``); the kiosk is built
 from them and the hub link then follows new ones. Not thread-safe on purpose: one thread (the
@@ -43,6 +45,7 @@ from pydantic import ValidationError
 from kiosk.common.atomic import write_atomic
 from kiosk.common.errors import ConfigError
 from kiosk.config import HardwareSection
+from kiosk.protocol.joinurl import check_join_url
 from kiosk.protocol.documents import MAX_DOCUMENT_BYTES, ConfigDocument, SignedKeysDocument, field_errors
 from kiosk.protocol.event_schema import INT64_MAX
 from kiosk.protocol.passes import KeyRing
@@ -113,6 +116,7 @@ class Held:
     program: Program | None = None
     hardware: dict = field(default_factory=dict)  # the hardware settings it sets (kiosk document only)
     keyring: KeyRing | None = None
+    join_url: str | None = None  # the join URL it sets (kiosk document only)
 
 
 class Refused(Exception):
@@ -164,6 +168,8 @@ def _misaddressed(model: ConfigDocument | SignedKeysDocument, kind: str, merchan
             return ["kiosk: a document for one kiosk arrived on the merchant-wide topic"]
         if model.hardware is not None:
             return ["hardware: only a kiosk's own document may set hardware"]
+        if model.join_url is not None:
+            return ["join_url: only a kiosk's own document may set the join URL"]
         if model.program is None:
             return ["program: missing; the merchant-wide document sets the programme"]
     elif model.kiosk is None:
@@ -189,9 +195,15 @@ def contents(kind: str, model: ConfigDocument | SignedKeysDocument) -> Held:
             hardware = {name: getattr(section, name) for name in section.model_fields_set}
         except ValidationError as exc:
             errors += [f"hardware: {line}" for line in field_errors(exc, limit=100)]
+    join_url = None
+    if model.join_url is not None:
+        try:
+            join_url = check_join_url(model.join_url)
+        except ConfigError as exc:
+            errors.append(f"join_url: {exc}")
     if errors:
         raise Refused(model.version, errors)
-    return Held(model.version, program=program, hardware=hardware)
+    return Held(model.version, program=program, hardware=hardware, join_url=join_url)
 
 
 def _keyring(model: SignedKeysDocument) -> KeyRing:
@@ -211,7 +223,7 @@ class DocumentFollower:
 
     def __init__(self, merchant: str, kiosk: str, trusted: dict[str, Ed25519PublicKey], data_dir: Path, *,
                  base_program: Program | None = None, base_hardware: HardwareSection | None = None,
-                 keys_file: Path | None = None) -> None:
+                 base_join_url: str | None = None, keys_file: Path | None = None) -> None:
         data_dir = Path(data_dir)
         self.merchant, self.kiosk, self.trusted = merchant, kiosk, trusted
         self.files = {MERCHANT: data_dir / MERCHANT_FILE, KIOSK: data_dir / KIOSK_FILE,
@@ -219,6 +231,7 @@ class DocumentFollower:
         self.base_program = base_program if base_program is not None else Program()
         self.base_hardware = base_hardware if base_hardware is not None else HardwareSection()
         self.running_hardware = self.base_hardware
+        self.base_join_url = self.running_join_url = base_join_url
         self.held: dict[str, Held] = {MERCHANT: Held(), KIOSK: Held(), KEYS: Held(0)}
         self._keys_problem: ConfigError | None = None  # why there is no keyring (no keys file yet, or broken)
         self._reports: dict[str, Report] = {}
@@ -227,11 +240,12 @@ class DocumentFollower:
     def restore(self) -> "DocumentFollower":
         """Load what was in force before the restart (once): the config documents checked as if
         they had just arrived (a damaged or altered file is ignored, loudly), and the keys file
-        (the bundle's copy is unsigned: version 0). The hardware in force is then the restored one."""
+        (the bundle's copy is unsigned: version 0). The hardware and the join URL in force are
+        then the restored ones."""
         for kind in CONFIGS:
             self._restore_config(kind)
         self._restore_keys()
-        self.running_hardware = self.hardware()
+        self.running_hardware, self.running_join_url = self.hardware(), self.join_url()
         return self
 
     def _restore_config(self, kind: str) -> None:
@@ -278,6 +292,10 @@ class DocumentFollower:
             return self.base_hardware
         return HardwareSection.model_validate({**self.base_hardware.model_dump(), **overrides})
 
+    def join_url(self) -> str | None:
+        """The join URL for the idle screen: the kiosk document's, else the file's (checked on arrival)."""
+        return self.held[KIOSK].join_url or self.base_join_url
+
     def keyring(self) -> KeyRing:
         """The pass keys in force; ConfigError with the fix if there are none."""
         ring = self.held[KEYS].keyring
@@ -286,7 +304,7 @@ class DocumentFollower:
         return ring
 
     def restart_required(self) -> bool:
-        return self.hardware() != self.running_hardware
+        return self.hardware() != self.running_hardware or self.join_url() != self.running_join_url
 
     def version(self, kind: str) -> int | None:
         return self.held[kind].version

@@ -4,7 +4,7 @@ Two kinds travel today, each on its own topic (kiosk/protocol/topics.py):
 
 - ``stempel.config.v1`` (:class:`ConfigDocument`): a programme for every kiosk of a merchant
   (``config/desired``, no ``kiosk``), or one kiosk's own document (``kiosks/{kiosk}/config/desired``)
-  that may override the programme and set hardware;
+  that may override the programme and set hardware and the join URL its idle screen shows;
 - ``stempel.keys.v1`` (:class:`SignedKeysDocument`): the merchant's pass keys and revocations,
   the :class:`~kiosk.protocol.passes.KeysDocument` that ``stempel-hub export-keys`` writes, with a
   version and the hub's signature.
@@ -67,13 +67,14 @@ class _Signed(BaseModel):
 class ConfigDocument(_Signed):
     """A programme / kiosk configuration. ``kiosk`` names the one kiosk it is for (its own
     version space), or is absent for the merchant-wide document; only a kiosk's own document
-    may set ``hardware``, and the merchant-wide one must carry a ``program`` (the receiver
-    checks both against the topic it came on)."""
+    may set ``hardware`` and ``join_url``, and the merchant-wide one must carry a ``program``
+    (the receiver checks both against the topic it came on)."""
 
     schema_: Literal["stempel.config.v1"] = Field(alias="schema")  # signed.CONFIG_SCHEMA
     kiosk: str | None = Field(None, pattern=WIRE_ID_PATTERN)
     program: dict[str, Any] | None = None  # validated by the kiosk's programme schema
     hardware: dict[str, Any] | None = None  # validated by the kiosk's [hardware] schema
+    join_url: str | None = Field(None, max_length=200)  # validated as [kiosk] join_url is
 
 
 class SignedKeysDocument(KeysDocument, _Signed):

@@ -79,6 +79,13 @@ CREATE TABLE IF NOT EXISTS hub_refused (
     reason      TEXT NOT NULL,
     entry       TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pos_receipts (
+    receipt_id  TEXT PRIMARY KEY,
+    amount      TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    member      TEXT,
+    outcome     TEXT
+);
 CREATE TRIGGER IF NOT EXISTS hub_events_append_only_u BEFORE UPDATE ON hub_events
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS hub_events_append_only_d BEFORE DELETE ON hub_events
@@ -336,6 +343,38 @@ class Ledger:
     @_guarded("read the counter session from")
     def session(self) -> tuple[str, str, float] | None:
         return self._db.execute("SELECT member, boot_id, expires_mono FROM counter_session").fetchone()
+
+    @_guarded("read")
+    def recent_events(self, limit: int = 200) -> list[Event]:
+        """This kiosk's last *limit* events, newest first (the staff screen's undo looks here)."""
+        rows = self._db.execute("SELECT * FROM events ORDER BY kiosk_seq DESC LIMIT ?", (limit,))
+        return [from_sqlite(row) for row in rows]
+
+    # Receipt ids a till (POS) sent with an amount: a repeated id is credited once. Not ledger
+    # events (nothing is folded from them), so a plain table: settled in place when a scan uses one.
+    @_guarded("write a receipt to")
+    def claim_receipt(self, receipt_id: str, amount: str, at: datetime) -> bool:
+        """Record *receipt_id*; False if it was recorded before (a repeat: credit nothing)."""
+        return self._db.execute("INSERT OR IGNORE INTO pos_receipts (receipt_id, amount, received_at)"
+                                " VALUES (?, ?, ?)", (receipt_id, amount, at.isoformat())).rowcount == 1
+
+    @_guarded("write a receipt to")
+    def settle_receipt(self, receipt_id: str, member: str | None, outcome: str) -> None:
+        """Say what the receipt's amount did (credited to *member*, or why not)."""
+        self._db.execute("UPDATE pos_receipts SET member = ?, outcome = ? WHERE receipt_id = ?",
+                         (member, outcome, receipt_id))
+
+    @_guarded("write a receipt to")
+    def release_receipt(self, receipt_id: str) -> None:
+        """Forget a receipt whose amount could not be taken (the ledger failed): the till may retry."""
+        self._db.execute("DELETE FROM pos_receipts WHERE receipt_id = ?", (receipt_id,))
+
+    @_guarded("read a receipt from")
+    def receipt(self, receipt_id: str) -> dict | None:
+        """A recorded receipt: ``receipt_id, amount, received_at, member, outcome`` (None if unknown)."""
+        row = self._db.execute("SELECT receipt_id, amount, received_at, member, outcome FROM pos_receipts"
+                               " WHERE receipt_id = ?", (receipt_id,)).fetchone()
+        return None if row is None else dict(zip(("receipt_id", "amount", "received_at", "member", "outcome"), row))
 
 
 def _ordered(events: list[Event]) -> list[Event]:

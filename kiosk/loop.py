@@ -78,6 +78,7 @@ def _loop(kiosk: Kiosk, camera: Camera, stop: threading.Event, on_result, idle_a
     debounce = Debouncer()
     clock = kiosk.clock
     last_activity = clock.monotonic()
+    idled_for: float | None = None  # the activity the idle screen last followed
     kiosk.show_idle()
     ready = False
     while not stop.is_set():
@@ -103,9 +104,11 @@ def _loop(kiosk: Kiosk, camera: Camera, stop: threading.Event, on_result, idle_a
             ready = True
         service.alive()
         if frame is None:
-            if clock.monotonic() - last_activity > idle_after:
+            # the latest result of any thread: the staff screen's count too (kiosk.active_at)
+            latest = max(last_activity, kiosk.active_at if kiosk.active_at is not None else last_activity)
+            if latest != idled_for and clock.monotonic() - latest > idle_after:
                 kiosk.show_idle()
-                last_activity = float("inf")
+                idled_for = latest
             continue
         result = _scan(kiosk, frame, debounce)
         if result is not None:

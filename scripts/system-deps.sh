@@ -11,6 +11,7 @@
 #                    /usr/bin/chromium through /usr/bin/chromedriver; nothing downloads a browser).
 #   systemd          for `systemd-analyze verify` of the unit files in systemd/ (tests/test_systemd_units.py);
 #                    nothing is started: the package only has to be there, not running as PID 1.
+#   ShellCheck (package shellcheck)   lints every script in scripts/ (tests/test_install_scripts.py).
 set -euo pipefail
 
 for_tests=false
@@ -24,6 +25,7 @@ if $for_tests; then
     [ -x /usr/bin/chromium ] || missing+=(chromium)
     [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
     command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+    command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 fi
 
 # Does the test suite need PostgreSQL's server binaries here? Not when STEMPEL_TEST_PG names a

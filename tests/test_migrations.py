@@ -59,12 +59,7 @@ def previous_release(url: str, tmp_path: Path) -> None:
 
 
 def counts(url: str) -> dict[str, int]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return {t: conn.scalar(select(func.count()).select_from(text(t))) for t in ROWS}
-    finally:
-        engine.dispose()
+    return counts_of(url, list(ROWS))
 
 
 def wire(seqs: list[int]) -> list[WireEvent]:

@@ -16,12 +16,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from flask import Flask, render_template
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
 
 from cloud.app import Hub
 from cloud.models import utcnow
 from cloud.web.secret import secret_key
+from kiosk.common.webpages import install_error_pages, install_security_headers
 
 csrf = CSRFProtect()
 MAX_REQUEST_BYTES = 256 * 1024  # the largest form is the programme editor's TOML
@@ -54,28 +55,8 @@ def create_app(hub: Hub, clock: Callable[[], datetime] = utcnow, publisher: Any 
         app.register_blueprint(module.bp)
     csrf.exempt(api.bp)  # bearer tokens, no cookies: nothing for a forged form to ride on
 
-    @app.errorhandler(CSRFError)
-    def _csrf(exc: CSRFError):
-        return render_template("error.html", title="Form expired",
-                               message="This form is out of date or was not sent by this site. "
-                                       "Go back, reload the page and try again."), 400
-
-    @app.errorhandler(404)
-    def _missing(exc):
-        return render_template("error.html", title="Not found", message="There is nothing here."), 404
-
-    @app.errorhandler(413)
-    def _too_large(exc):
-        return render_template("error.html", title="Too large", message="That was more than this page takes."), 413
-
-    @app.after_request
-    def _headers(response):
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("Content-Security-Policy",
-                                    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-                                    "frame-ancestors 'none'")
-        return response
-
+    install_error_pages(app)
+    # inline styles: the charts' SVG and the cohort grid's shading (cloud/web/charts.py)
+    install_security_headers(app, "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+                                  "frame-ancestors 'none'")
     return app

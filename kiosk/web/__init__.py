@@ -19,8 +19,10 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from flask import Flask, render_template
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from kiosk.common.webpages import install_error_pages, install_security_headers
 
 if TYPE_CHECKING:
     from kiosk.app import Kiosk
@@ -74,31 +76,9 @@ def create_staff_app(kiosk: Kiosk, config: KioskConfig, *, link: HubLink | None 
         app.register_blueprint(module.bp)
     csrf.exempt(pos.bp)  # a bearer token, no cookies: nothing for a forged form to ride on
 
-    @app.errorhandler(CSRFError)
-    def _csrf(exc: CSRFError):
-        return render_template("error.html", title="Form expired",
-                               message="This form is out of date or was not sent by this page. "
-                                       "Reload the page and try again."), 400
-
-    @app.errorhandler(404)
-    def _missing(exc):
-        return render_template("error.html", title="Not found", message="There is nothing here."), 404
-
-    @app.errorhandler(413)
-    def _too_large(exc):
-        return render_template("error.html", title="Too large", message="That was more than this page takes."), 413
-
-    @app.after_request
-    def _headers(response):
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("Cache-Control", "no-store")
-        response.headers.setdefault("Content-Security-Policy",
-                                    "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-                                    "frame-ancestors 'none'; form-action 'self'")
-        return response
-
+    install_error_pages(app)
+    install_security_headers(app, "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                                  "frame-ancestors 'none'; form-action 'self'", no_store=True)
     return app
 
 

@@ -27,6 +27,19 @@ joins_per_shop = 300                   # sign-ups per shop per hour
 max_event_ahead_minutes = 5            # STEMPEL_HUB_MAX_EVENT_AHEAD_MINUTES, --max-event-ahead
 max_event_age_days = 3650              # STEMPEL_HUB_MAX_EVENT_AGE_DAYS, --max-event-age
 session_expiry = 3600                  # --session-expiry
+
+[smtp]                                 # e-mail for `stempel-hub automations run` (cloud/automations/)
+host = "smtp.example.net"              # no host: no e-mail
+port = 587                             # [465 with tls, 587 with starttls, else 25]
+username = "stempel@example.net"
+password_file = "/etc/stempel/smtp-password"
+starttls = true                        # or tls = true for SMTPS
+sender = "Cafe Rosa <stempel@example.net>"
+
+[automations]                          # triggers, weekly cap, quiet hours (local time of each shop)
+weekly_cap = 2
+quiet_start = "21:00"
+quiet_end = "08:00"
 ```
 """
 
@@ -34,9 +47,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
@@ -102,12 +115,51 @@ class WebSection(BaseModel):
     joins_per_shop: int = Field(300, ge=1, le=1_000_000, description="sign-ups per shop per hour")
 
 
+class SmtpSection(BaseModel):
+    """How the hub sends e-mail (cloud/automations/mailer.py). No ``host``: no e-mail is sent."""
+
+    model_config = ConfigDict(extra="forbid")
+    host: str | None = Field(None, min_length=1, description="the SMTP server (your provider's submission host)")
+    port: int | None = Field(None, ge=1, le=65535, description="[465 with tls, 587 with starttls, else 25]")
+    username: str | None = Field(None, min_length=1)
+    password_file: Path | None = Field(None, description="a 0600 file holding the SMTP password")
+    starttls: bool = Field(True, description="upgrade the connection with STARTTLS (port 587)")
+    tls: bool = Field(False, description="TLS from the first byte (SMTPS, port 465); starttls is then moot")
+    ca_file: Path | None = Field(None, description="CA (PEM) to trust instead of the system's")
+    sender: str | None = Field(None, min_length=3, max_length=254, description="the From address")
+    timeout: float = Field(30.0, gt=0, le=600, description="seconds per SMTP command")
+
+    def effective_port(self) -> int:
+        return self.port or (465 if self.tls else 587 if self.starttls else 25)
+
+
+class AutomationsSection(BaseModel):
+    """The automated messages (``stempel-hub automations run``): when they are due and how often
+    a member may get one."""
+
+    model_config = ConfigDict(extra="forbid")
+    triggers: list[Literal["welcome", "birthday", "winback"]] = ["welcome", "birthday", "winback"]
+    welcome_within_days: int = Field(7, ge=1, le=365, description="welcome members who joined this recently")
+    birthday_days_before: int = Field(0, ge=0, le=30, description="greet this many days before the birthday")
+    winback_factor: float = Field(3.0, ge=1.0, le=100.0, description="lapsed after usual interval × this")
+    winback_min_days: int = Field(14, ge=1, le=3650, description="never call anyone lapsed sooner")
+    winback_fallback_days: int = Field(45, ge=1, le=3650, description="lapse for members with under 3 visits")
+    winback_valid_days: int = Field(14, ge=1, le=365, description="a win-back held back longer is dropped")
+    weekly_cap: int = Field(2, ge=1, le=100, description="messages per member per 7 days")
+    quiet_start: time = Field(time(21, 0), description="no sending from this local time ...")
+    quiet_end: time = Field(time(8, 0), description="... until this one (the shop's time zone)")
+    lease_seconds: int = Field(300, ge=30, le=86400, description="a worker's hold on the messages it claimed")
+    interval_seconds: int = Field(300, ge=5, le=86400, description="`automations run`: seconds between sweeps")
+
+
 class HubConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hub: HubSection = HubSection()
     mqtt: MqttSection = MqttSection()
     ingest: IngestSection = IngestSection()
     web: WebSection = WebSection()
+    smtp: SmtpSection = SmtpSection()
+    automations: AutomationsSection = AutomationsSection()
     _source: str = PrivateAttr("defaults")  # the file it came from, for messages
 
     @property
@@ -159,6 +211,7 @@ def _resolve_paths(config: HubConfig, base: Path, given: set[str]) -> None:
     are relative to where the command runs, as they always were."""
     fields = [(config.hub, "hub", "data_dir")] + [(config.mqtt, "mqtt", name) for name in
                                                   ("settings_file", "password_file", "ca_file", "cert_file", "key_file")]
+    fields += [(config.smtp, "smtp", name) for name in ("password_file", "ca_file")]
     for section, name, key in fields:
         value = getattr(section, key)
         if value is not None and not value.is_absolute() and f"{name}__{key}" not in given:

@@ -282,3 +282,33 @@ class RateHit(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     window: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)  # start, epoch seconds
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# -- automations: the messages the hub decided to send (cloud/automations/) -------------------------
+
+class Message(Base):
+    """One message the hub decided to send: the unique (merchant, member, trigger, occasion) makes
+    the decision once (a birthday's year, a lapse's last visit, ``join``), committed before anything
+    is sent. ``status`` moves pending → claimed → sending → sent, or ends failed, suppressed or
+    unknown (a worker stopped between sending and marking: never sent again); see
+    cloud/automations/outbox.py for who commits what when."""
+
+    __tablename__ = "messages"
+    __table_args__ = (UniqueConstraint("merchant_id", "member_id", "trigger", "occasion", name="uq_messages_occasion"),
+                      Index("messages_due", "merchant_id", "status", "not_before"),
+                      Index("messages_member_sent", "member_id", "sent_at"))
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[str] = mapped_column(String(32))
+    member_id: Mapped[str] = mapped_column(String(32))
+    trigger: Mapped[str] = mapped_column(String(24))
+    occasion: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(16), default="email")
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    not_before: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # quiet hours, retry backoff
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # unsent by then: suppressed
+    claimed_by: Mapped[str | None] = mapped_column(String(80))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the send began (then finished)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from cloud.cli import broker, db, fleet, ingest, passes, web
+from cloud.cli import automations, broker, db, fleet, ingest, passes, web
 from cloud.cli.context import HubContext
 
 
@@ -24,6 +24,6 @@ def main(ctx: click.Context, config_path: str | None, data_dir: str | None, db_u
     ctx.obj = HubContext(config_path, data_dir, db_url)
 
 
-for _module in (passes, broker, ingest, fleet, db, web):
+for _module in (passes, broker, ingest, fleet, db, web, automations):
     for _command in _module.COMMANDS:
         main.add_command(_command)

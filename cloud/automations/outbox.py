@@ -1,0 +1,179 @@
+"""The ``messages`` table: every decision to message a member is a row, committed before sending.
+
+Who commits what, when — each step is its own short transaction:
+
+1. **record** (planner): ``INSERT ... ON CONFLICT DO NOTHING`` one ``pending`` row per due
+   message. The key (merchant, member, trigger, occasion) is unique, so a duplicate means the
+   decision was made already — by an earlier sweep or by another worker right now — and is
+   skipped. Commit.
+2. **claim**: ``pending`` rows whose ``not_before`` has come, and ``claimed`` rows whose lease ran
+   out (the worker that claimed them stopped before it began sending them, so they were
+   certainly not sent), become ``claimed`` by this worker with a lease, at most ``weekly_cap``
+   per member counting what was claimed, sent or possibly sent in the last 7 days. On
+   PostgreSQL the rows are taken ``FOR UPDATE SKIP LOCKED`` and the members' rows are locked
+   (in id order) before counting, so two workers cannot both fill the same member's last slot;
+   on SQLite the write transaction (``BEGIN IMMEDIATE``) serialises claims. The same
+   transaction retires ``pending`` rows past ``expires_at`` (``suppressed``) and turns
+   ``sending`` rows whose lease ran out into ``unknown``. Commit.
+3. **begin**, per message: ``claimed`` → ``sending`` (attempts + 1, ``sent_at`` = now), only if
+   this worker still holds it; in the same transaction the member is checked again (an
+   unsubscribe since step 1 makes it ``suppressed``). Commit. From here the message may be out.
+4. **send**: no transaction is open while the SMTP server talks.
+5. **mark**: ``sending`` → ``sent``. Commit. If the channel knows it did *not* deliver (the
+   connection failed before the message was handed over, a 4xx): back to ``pending`` with a
+   backoff, ``failed`` after ``MAX_ATTEMPTS``; refused for good (5xx): ``failed``; lost in the
+   middle: ``unknown``.
+
+A crash between 4 and 5 leaves the row ``sending``. When its lease has run out the next claim
+marks it ``unknown`` and nobody sends it again: the issue asks for *never twice*, so this is
+at-most-once — a lost greeting costs the shop less than a duplicate, and ``unknown`` rows are
+counted for the owner to see. The window is one message wide (rows are claimed in a batch but
+begun one by one). Every transition names the status it expects and the worker that must hold
+the row, so a slow worker whose lease was taken over changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from cloud.automations.triggers import Due
+from cloud.db import READ_ONLY
+from cloud.events.sql import Dialect
+from cloud.metrics.activity import utc
+from cloud.models import Member, Message
+
+PENDING, CLAIMED, SENDING, SENT = "pending", "claimed", "sending", "sent"
+FAILED, SUPPRESSED, UNKNOWN = "failed", "suppressed", "unknown"
+WEEK = timedelta(days=7)
+MAX_ATTEMPTS = 5
+BACKOFF = timedelta(minutes=10)  # doubled per attempt
+M = Message
+_CHUNK = 500  # rows per INSERT: 12 columns stay far below SQLite's 32,766 parameters
+
+
+def record(conn: Connection, merchant: str, dues: Iterable[Due], now: datetime) -> int:
+    """Insert a ``pending`` row per due message not decided before; how many were new."""
+    now = utc(now)
+    rows = [{"merchant_id": merchant, "member_id": d.member_id, "trigger": d.trigger, "occasion": d.occasion,
+             "channel": "email", "status": PENDING, "attempts": 0, "created_at": now, "not_before": now,
+             "expires_at": utc(d.expires_at)} for d in dues]
+    insert = Dialect(conn.engine).upsert(M.__table__)
+    new = 0
+    for i in range(0, len(rows), _CHUNK):
+        statement = (insert.values(rows[i:i + _CHUNK])
+                     .on_conflict_do_nothing(index_elements=["merchant_id", "member_id", "trigger", "occasion"])
+                     .returning(M.id))
+        new += len(conn.execute(statement).all())
+    return new
+
+
+def claim(conn: Connection, merchant: str, worker: str, now: datetime, lease: timedelta, weekly_cap: int,
+          limit: int = 100) -> list[int]:
+    """Claim up to *limit* due messages of *merchant* for *worker* (see the module docstring);
+    returns their ids, oldest decision first. Members over the weekly cap keep theirs pending."""
+    now = utc(now)
+    pg = Dialect(conn.engine).pg
+    _retire(conn, merchant, now)
+    free = or_(and_(M.status == PENDING, M.not_before <= now), and_(M.status == CLAIMED, M.claimed_until < now))
+    due = select(M.id, M.member_id).where(M.merchant_id == merchant, free).order_by(M.created_at, M.id).limit(limit)
+    if pg:
+        due = due.with_for_update(skip_locked=True)
+    rows = conn.execute(due).all()
+    if not rows:
+        return []
+    members = sorted({member for _, member in rows})
+    if pg:  # the cap's count below must see every other claim of these members
+        conn.execute(select(Member.id).where(Member.id.in_(members)).order_by(Member.id).with_for_update())
+    taken = dict(conn.execute(
+        select(M.member_id, func.count()).where(
+            M.member_id.in_(members),
+            or_(and_(M.status == CLAIMED, M.claimed_until >= now),
+                and_(M.status.in_((SENDING, SENT, UNKNOWN)), M.sent_at > now - WEEK)))
+        .group_by(M.member_id)).all())
+    chosen = []
+    for message_id, member in rows:
+        if taken.get(member, 0) < weekly_cap:
+            taken[member] = taken.get(member, 0) + 1
+            chosen.append(message_id)
+    if not chosen:
+        return []
+    claimed = conn.execute(update(M).where(M.id.in_(chosen), free)
+                           .values(status=CLAIMED, claimed_by=worker, claimed_until=now + lease)
+                           .returning(M.id)).scalars().all()
+    return sorted(claimed, key=chosen.index)
+
+
+def _retire(conn: Connection, merchant: str, now: datetime) -> None:
+    """Unsent rows past their day are suppressed; rows left ``sending`` by a stopped worker are unknown."""
+    conn.execute(update(M).where(M.merchant_id == merchant, M.expires_at <= now,
+                                 or_(M.status == PENDING, and_(M.status == CLAIMED, M.claimed_until < now)))
+                 .values(status=SUPPRESSED, claimed_by=None, claimed_until=None,
+                         last_error="expired unsent (quiet hours, the weekly cap or retries held it past its day)"))
+    conn.execute(update(M).where(M.merchant_id == merchant, M.status == SENDING, M.claimed_until < now)
+                 .values(status=UNKNOWN, claimed_until=None,
+                         last_error="the worker stopped between sending and marking it sent; not sent again"))
+
+
+def begin(conn: Connection, message_id: int, worker: str, now: datetime, lease: timedelta) -> Message | None:
+    """``claimed`` → ``sending`` if *worker* still holds it; the row, or None (taken over)."""
+    now = utc(now)
+    done = conn.execute(update(M).where(M.id == message_id, M.status == CLAIMED, M.claimed_by == worker)
+                        .values(status=SENDING, attempts=M.attempts + 1, sent_at=now, claimed_until=now + lease))
+    if done.rowcount != 1:
+        return None
+    return conn.execute(select(M).where(M.id == message_id)).one()
+
+
+def _finish(conn: Connection, message_id: int, worker: str, expect: Sequence[str], **values) -> bool:
+    done = conn.execute(update(M).where(M.id == message_id, M.claimed_by == worker, M.status.in_(expect))
+                        .values(**values))
+    return done.rowcount == 1
+
+
+def sent(conn: Connection, message_id: int, worker: str, now: datetime) -> bool:
+    """``sending`` (or ``unknown``, if the lease ran out meanwhile) → ``sent``."""
+    return _finish(conn, message_id, worker, (SENDING, UNKNOWN), status=SENT, sent_at=utc(now), claimed_until=None,
+                   last_error=None)
+
+
+def suppress(conn: Connection, message_id: int, worker: str, why: str) -> bool:
+    return _finish(conn, message_id, worker, (SENDING,), status=SUPPRESSED, sent_at=None, claimed_until=None,
+                   last_error=why[:500])
+
+
+def retry(conn: Connection, message: Message, worker: str, now: datetime, why: str) -> bool:
+    """Not delivered, and the channel is sure of it: pending again after a backoff, or failed
+    after MAX_ATTEMPTS."""
+    if message.attempts >= MAX_ATTEMPTS:
+        return failed(conn, message.id, worker, f"gave up after {message.attempts} attempts: {why}")
+    wait = BACKOFF * 2 ** (message.attempts - 1)
+    return _finish(conn, message.id, worker, (SENDING,), status=PENDING, sent_at=None, claimed_by=None,
+                   claimed_until=None, not_before=utc(now) + wait, last_error=why[:500])
+
+
+def failed(conn: Connection, message_id: int, worker: str, why: str) -> bool:
+    return _finish(conn, message_id, worker, (SENDING,), status=FAILED, sent_at=None, claimed_until=None,
+                   last_error=why[:500])
+
+
+def uncertain(conn: Connection, message_id: int, worker: str, why: str) -> bool:
+    return _finish(conn, message_id, worker, (SENDING,), status=UNKNOWN, claimed_until=None, last_error=why[:500])
+
+
+def release(conn: Connection, ids: Sequence[int], worker: str) -> None:
+    """Give back claimed rows not begun (the channel is down): pending again, no attempt spent."""
+    if ids:
+        conn.execute(update(M).where(M.id.in_(list(ids)), M.status == CLAIMED, M.claimed_by == worker)
+                     .values(status=PENDING, claimed_by=None, claimed_until=None))
+
+
+def counts(engine: Engine, merchant: str) -> dict[tuple[str, str], int]:
+    """Messages per (trigger, status) of *merchant*: what the owner's page and the CLI show."""
+    with engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+        rows = conn.execute(select(M.trigger, M.status, func.count()).where(M.merchant_id == merchant)
+                            .group_by(M.trigger, M.status))
+        return {(trigger, status): n for trigger, status, n in rows}

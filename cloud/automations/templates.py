@@ -1,0 +1,100 @@
+"""The messages' words, in German and English, as ``string.Template`` texts.
+
+Placeholders: ``$first_name``, ``$shop``, ``$balance``, ``$unit`` (stamps/points in the
+member's language), ``$reward`` (the next reward), ``$remaining`` (what is still missing for
+it), ``$card_url``. A body is paragraphs separated by blank lines; the HTML part is made from
+the same paragraphs (values escaped, the card link a link), so the two parts never drift
+apart. The footer with the unsubscribe link is added to every message. ``render`` uses
+``substitute``: a misspelt placeholder fails the tests instead of reaching a customer.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from string import Template
+
+LANGUAGES = ("de", "en")
+
+
+@dataclass(frozen=True)
+class Text:
+    subject: str
+    body: str
+
+
+TEXTS: dict[tuple[str, str], Text] = {
+    ("welcome", "en"): Text(
+        "Welcome to $shop, $first_name!",
+        "Hello $first_name,\n\nthank you for joining $shop. You collect $unit at every visit; "
+        "at $remaining more you get $reward.\n\nYour card is always here: $card_url"),
+    ("welcome", "de"): Text(
+        "Willkommen bei $shop, $first_name!",
+        "Hallo $first_name,\n\nschön, dass du bei $shop dabei bist. Bei jedem Besuch sammelst du $unit; "
+        "mit $remaining weiteren gibt es $reward.\n\nDeine Karte findest du immer hier: $card_url"),
+    ("birthday", "en"): Text(
+        "Happy birthday, $first_name!",
+        "Hello $first_name,\n\neveryone at $shop wishes you a happy birthday! Come by and celebrate with us.\n\n"
+        "You have $balance $unit; $remaining more to $reward.\n\nYour card: $card_url"),
+    ("birthday", "de"): Text(
+        "Alles Gute zum Geburtstag, $first_name!",
+        "Hallo $first_name,\n\nalle bei $shop wünschen dir alles Gute zum Geburtstag! "
+        "Komm vorbei und feiere mit uns.\n\n"
+        "Du hast $balance $unit; noch $remaining bis $reward.\n\nDeine Karte: $card_url"),
+    ("winback", "en"): Text(
+        "We miss you at $shop",
+        "Hello $first_name,\n\nit has been a while since your last visit to $shop. We would love to see you again.\n\n"
+        "You have $balance $unit; only $remaining more to $reward.\n\nYour card: $card_url"),
+    ("winback", "de"): Text(
+        "Wir vermissen dich bei $shop",
+        "Hallo $first_name,\n\ndein letzter Besuch bei $shop ist eine Weile her. "
+        "Wir würden uns freuen, dich wiederzusehen.\n\n"
+        "Du hast $balance $unit; nur noch $remaining bis $reward.\n\nDeine Karte: $card_url"),
+}
+
+FOOTER = {
+    "en": "You receive this because you agreed to news from $shop. Unsubscribe with one click: $unsubscribe_url",
+    "de": "Du erhältst diese Nachricht, weil du Neuigkeiten von $shop zugestimmt hast. "
+          "Mit einem Klick abmelden: $unsubscribe_url",
+}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+    language: str
+
+
+def language_of(preferred: str | None, programme_language: str) -> str:
+    """The member's language if we have texts in it, else the programme's, else English."""
+    for lang in (preferred, programme_language):
+        if lang in LANGUAGES:
+            return lang  # type: ignore[return-value]
+    return "en"
+
+
+def render(trigger: str, language: str, values: dict[str, str]) -> Rendered:
+    """The message for *trigger* in *language* filled with *values* (every placeholder, plus
+    ``unsubscribe_url``); raises KeyError for a missing value or an unknown trigger."""
+    text = TEXTS[(trigger, language)]
+    paragraphs = [Template(p).substitute(values) for p in text.body.split("\n\n")]
+    footer = Template(FOOTER[language]).substitute(values)
+    plain = "\n\n".join(paragraphs + ["--", footer]) + "\n"
+    links = {values["card_url"]: values["card_url"], values["unsubscribe_url"]: values["unsubscribe_url"]}
+    parts = [f"<p>{_linked(p, links)}</p>" for p in paragraphs]
+    parts.append(f'<hr><p style="font-size:small;color:#666">{_linked(footer, links)}</p>')
+    page = (f'<!doctype html><html lang="{language}"><head><meta charset="utf-8">'
+            f"<title>{html.escape(Template(text.subject).substitute(values))}</title></head>"
+            f"<body>{''.join(parts)}</body></html>")
+    return Rendered(Template(text.subject).substitute(values), plain, page, language)
+
+
+def _linked(paragraph: str, links: dict[str, str]) -> str:
+    """*paragraph* HTML-escaped, each URL of *links* made a link; newlines become ``<br>``."""
+    out = html.escape(paragraph)
+    for url in links:
+        safe = html.escape(url)
+        out = out.replace(safe, f'<a href="{safe}">{safe}</a>')
+    return out.replace("\n", "<br>")

@@ -37,9 +37,17 @@ starttls = true                        # or tls = true for SMTPS
 sender = "Cafe Rosa <stempel@example.net>"
 
 [automations]                          # triggers, weekly cap, quiet hours (local time of each shop)
+channels = ["email", "webhook"]        # each message goes out once per channel listed [email]
 weekly_cap = 2
 quiet_start = "21:00"
 quiet_end = "08:00"
+almost_there_within = 2                # "almost there": stamps to go (stamp cards) ...
+almost_there_within_percent = 10       # ... or % of the cheapest reward's cost (points)
+
+[webhook]                              # a signed POST per message (cloud/automations/webhook.py)
+url = "https://crm.example.net/stempel"
+secret_file = "/etc/stempel/webhook-secret"
+timeout = 10
 ```
 """
 
@@ -50,8 +58,9 @@ from collections.abc import Mapping
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from kiosk.common.errors import ConfigError
 from kiosk.common.tomlfile import explain, read_toml
@@ -138,18 +147,49 @@ class AutomationsSection(BaseModel):
     a member may get one."""
 
     model_config = ConfigDict(extra="forbid")
-    triggers: list[Literal["welcome", "birthday", "winback"]] = ["welcome", "birthday", "winback"]
+    triggers: list[Literal["welcome", "birthday", "winback", "almost_there"]] = [
+        "welcome", "birthday", "winback", "almost_there"]
+    channels: list[Literal["email", "webhook"]] = Field(
+        ["email"], min_length=1, description="each message is sent once per channel listed ([smtp], [webhook])")
     welcome_within_days: int = Field(7, ge=1, le=365, description="welcome members who joined this recently")
     birthday_days_before: int = Field(0, ge=0, le=30, description="greet this many days before the birthday")
     winback_factor: float = Field(3.0, ge=1.0, le=100.0, description="lapsed after usual interval × this")
     winback_min_days: int = Field(14, ge=1, le=3650, description="never call anyone lapsed sooner")
     winback_fallback_days: int = Field(45, ge=1, le=3650, description="lapse for members with under 3 visits")
     winback_valid_days: int = Field(14, ge=1, le=365, description="a win-back held back longer is dropped")
-    weekly_cap: int = Field(2, ge=1, le=100, description="messages per member per 7 days")
+    almost_there_within: int = Field(2, ge=1, le=1000, description="stamp cards: at most this many stamps to go")
+    almost_there_within_percent: int = Field(10, ge=1, le=100,
+                                             description="points: at most this % of the cheapest reward to go")
+    almost_there_valid_days: int = Field(2, ge=1, le=30, description="sent this long after the visit at most")
+    weekly_cap: int = Field(2, ge=1, le=100, description="messages per member per 7 days and channel")
     quiet_start: time = Field(time(21, 0), description="no sending from this local time ...")
     quiet_end: time = Field(time(8, 0), description="... until this one (the shop's time zone)")
     lease_seconds: int = Field(300, ge=30, le=86400, description="a worker's hold on the messages it claimed")
     interval_seconds: int = Field(300, ge=5, le=86400, description="`automations run`: seconds between sweeps")
+    nps_after_visits: int = Field(3, ge=1, le=1000, description="the card asks for an NPS score from this visit on")
+
+
+class WebhookSection(BaseModel):
+    """A signed HTTP POST per message to the shop's own messenger or CRM
+    (cloud/automations/webhook.py). No ``url``: no webhook."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = Field(None, max_length=2000, description="https://...; http:// only to 127.0.0.1 (tests)")
+    secret_file: Path | None = Field(None, description="a 0600 file with the shared secret (32+ characters)")
+    timeout: float = Field(10.0, gt=0, le=120, description="seconds to wait for the receiver's answer")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme == "https" and parts.hostname:
+            return value
+        if parts.scheme == "http" and parts.hostname == "127.0.0.1":
+            return value
+        raise ValueError("use an https:// URL (http:// only to 127.0.0.1, for tests): the messages carry "
+                         "members' names and links to their cards")
 
 
 class HubConfig(BaseModel):
@@ -160,6 +200,7 @@ class HubConfig(BaseModel):
     web: WebSection = WebSection()
     smtp: SmtpSection = SmtpSection()
     automations: AutomationsSection = AutomationsSection()
+    webhook: WebhookSection = WebhookSection()
     _source: str = PrivateAttr("defaults")  # the file it came from, for messages
 
     @property
@@ -212,6 +253,7 @@ def _resolve_paths(config: HubConfig, base: Path, given: set[str]) -> None:
     fields = [(config.hub, "hub", "data_dir")] + [(config.mqtt, "mqtt", name) for name in
                                                   ("settings_file", "password_file", "ca_file", "cert_file", "key_file")]
     fields += [(config.smtp, "smtp", name) for name in ("password_file", "ca_file")]
+    fields += [(config.webhook, "webhook", "secret_file")]
     for section, name, key in fields:
         value = getattr(section, key)
         if value is not None and not value.is_absolute() and f"{name}__{key}" not in given:

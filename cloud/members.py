@@ -21,7 +21,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from cloud import pass_store
+from cloud import nps, pass_store
 from cloud.events import EventStore
 from cloud.models import HubEvent, Member, PassRecord
 from kiosk.common.errors import ConfigError
@@ -151,6 +151,7 @@ def erase(store: EventStore, merchant: str, member: str, now: datetime) -> list[
         # sent below makes the kiosks forget it)
         session.execute(update(HubEvent).where(HubEvent.merchant_id == merchant, HubEvent.member_id == member,
                                                HubEvent.kind == PROFILE).values(detail={}))
+        nps.forget_comments(session, merchant, member)  # free text may name them; the scores stay
         row.name = "(erased)"
         row.email = row.birthday = row.referred_by = row.joined_via = None
         row.consent_marketing_at = None

@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 
 from datetime import date
 
-from sqlalchemy import (JSON, BigInteger, Date, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text,
-                        UniqueConstraint)
+from sqlalchemy import (JSON, BigInteger, CheckConstraint, Date, DateTime, ForeignKey, Index, Integer, LargeBinary,
+                        String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -312,3 +312,24 @@ class Message(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(80))
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the send began (then finished)
+
+
+# -- NPS: one answer per member per quarter (cloud/nps.py) ------------------------------------------
+
+class NpsAnswer(Base):
+    """A member's answer to "how likely are you to recommend us?" (0–10). ``quarter`` (``2026-Q4``)
+    is the quarter of ``answered_at`` in the shop's time zone: the unique key lets a member answer
+    once per quarter whatever the number of web workers. Erasure clears ``comment`` and keeps the
+    score, so the NPS of past periods does not change."""
+
+    __tablename__ = "nps_answers"
+    __table_args__ = (UniqueConstraint("merchant_id", "member_id", "quarter", name="uq_nps_answers_quarter"),
+                      CheckConstraint("score >= 0 AND score <= 10", name="ck_nps_answers_score"),
+                      Index("nps_answers_time", "merchant_id", "answered_at"))
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[str] = mapped_column(String(32))
+    member_id: Mapped[str] = mapped_column(String(32))
+    score: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(String(500))
+    quarter: Mapped[str] = mapped_column(String(7))
+    answered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -252,3 +252,21 @@ def test_search_takes_the_query_literally(web):
         page = owner.get(f"/owner/members/?q={wildcard}").get_data(as_text=True)
         assert "Ben" not in page, wildcard  # not "match anything"
     assert "printable" in owner.get("/owner/members/?q=%01").get_data(as_text=True)
+
+
+def test_the_messages_page_shows_what_the_automations_did_for_this_shop_only(web):
+    from cloud.models import Message
+
+    when = dict(not_before=NOW, expires_at=NOW + timedelta(days=1), attempts=1)
+    with Session(web.hub.engine) as session, session.begin():
+        session.add(Message(merchant_id="cafe", member_id="m-a", trigger="winback", occasion="2026-11-01",
+                            channel="email", status="sent", **when))
+        session.add(Message(merchant_id="cafe", member_id="m-b", trigger="winback", occasion="2026-11-02",
+                            channel="webhook", status="failed", last_error="the webhook answered 400 Bad Request",
+                            **when))
+        session.add(Message(merchant_id="bakery", member_id="m-c", trigger="welcome", occasion="join",
+                            channel="email", status="sent", **when))
+    page = web.login().get("/owner/messages").get_data(as_text=True)
+    assert "winback" in page and "the webhook answered 400 Bad Request" in page
+    assert "welcome" not in page.split('id="by-trigger"')[1].split("</table>")[0]  # the bakery's message
+    assert web.client().get("/owner/messages").status_code == 302

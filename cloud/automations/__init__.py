@@ -9,5 +9,6 @@ One job per module:
 * ``templates`` / ``compose`` — the German and English texts and the e-mail built from them;
 * ``unsubscribe`` — the signed one-click link (RFC 8058) and what a click does;
 * ``mailer`` — the SMTP channel, its errors sorted into "not sent", "refused" and "uncertain";
+* ``webhook`` — the signed HTTP channel (HMAC-SHA256 over timestamp and body) for a shop's own CRM;
 * ``worker`` — one sweep: plan, then deliver (``stempel-hub automations run``).
 """

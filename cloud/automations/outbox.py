@@ -24,6 +24,12 @@ Who commits what, when — each step is its own short transaction:
    backoff, ``failed`` after ``MAX_ATTEMPTS``; refused for good (5xx): ``failed``; lost in the
    middle: ``unknown``.
 
+**Channels** share the table and its unique key without a schema change: a decision goes out
+once per channel, and the channel is part of the key through the occasion — ``2027`` for the
+e-mail (as before channels existed), ``2027@webhook`` for the webhook (``occasion_key``). The
+``channel`` column says which channel sends the row; each channel claims only its own rows and
+has its own weekly cap, so an SMTP server that is down holds back no webhook.
+
 A crash between 4 and 5 leaves the row ``sending``. When its lease has run out the next claim
 marks it ``unknown`` and nobody sends it again: the issue asks for *never twice*, so this is
 at-most-once — a lost greeting costs the shop less than a duplicate, and ``unknown`` rows are
@@ -35,6 +41,7 @@ the row, so a slow worker whose lease was taken over changes nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
@@ -53,14 +60,31 @@ MAX_ATTEMPTS = 5
 BACKOFF = timedelta(minutes=10)  # doubled per attempt
 M = Message
 _CHUNK = 500  # rows per INSERT: 12 columns stay far below SQLite's 32,766 parameters
+EMAIL = "email"
+OCCASION_MAX = 32  # the column's width
 
 
-def record(conn: Connection, merchant: str, dues: Iterable[Due], now: datetime) -> int:
-    """Insert a ``pending`` row per due message not decided before; how many were new."""
+def occasion_key(occasion: str, channel: str) -> str:
+    """The ``occasion`` column of *channel*'s row: the occasion itself for e-mail, else
+    ``<occasion>@<channel>`` (the unique key then holds one row per channel). Raises ValueError
+    for a key wider than the column."""
+    key = occasion if channel == EMAIL else f"{occasion}@{channel}"
+    if len(key) > OCCASION_MAX or "@" in occasion:
+        raise ValueError(f"occasion {occasion!r} of channel {channel!r} does not fit the messages' key")
+    return key
+
+
+def occasion_of(key: str) -> str:
+    """The occasion a row's ``occasion`` column holds, without its channel."""
+    return key.partition("@")[0]
+
+
+def record(conn: Connection, merchant: str, dues: Iterable[Due], now: datetime, channel: str = EMAIL) -> int:
+    """Insert a ``pending`` row of *channel* per due message not decided before; how many were new."""
     now = utc(now)
-    rows = [{"merchant_id": merchant, "member_id": d.member_id, "trigger": d.trigger, "occasion": d.occasion,
-             "channel": "email", "status": PENDING, "attempts": 0, "created_at": now, "not_before": now,
-             "expires_at": utc(d.expires_at)} for d in dues]
+    rows = [{"merchant_id": merchant, "member_id": d.member_id, "trigger": d.trigger,
+             "occasion": occasion_key(d.occasion, channel), "channel": channel, "status": PENDING, "attempts": 0,
+             "created_at": now, "not_before": now, "expires_at": utc(d.expires_at)} for d in dues]
     insert = Dialect(conn.engine).upsert(M.__table__)
     new = 0
     for i in range(0, len(rows), _CHUNK):
@@ -72,14 +96,16 @@ def record(conn: Connection, merchant: str, dues: Iterable[Due], now: datetime) 
 
 
 def claim(conn: Connection, merchant: str, worker: str, now: datetime, lease: timedelta, weekly_cap: int,
-          limit: int = 100) -> list[int]:
-    """Claim up to *limit* due messages of *merchant* for *worker* (see the module docstring);
-    returns their ids, oldest decision first. Members over the weekly cap keep theirs pending."""
+          limit: int = 100, channel: str = EMAIL) -> list[int]:
+    """Claim up to *limit* due messages of *merchant* and *channel* for *worker* (see the module
+    docstring); returns their ids, oldest decision first. Members over the channel's weekly cap
+    keep theirs pending."""
     now = utc(now)
     pg = Dialect(conn.engine).pg
     _retire(conn, merchant, now)
     free = or_(and_(M.status == PENDING, M.not_before <= now), and_(M.status == CLAIMED, M.claimed_until < now))
-    due = select(M.id, M.member_id).where(M.merchant_id == merchant, free).order_by(M.created_at, M.id).limit(limit)
+    due = (select(M.id, M.member_id).where(M.merchant_id == merchant, M.channel == channel, free)
+           .order_by(M.created_at, M.id).limit(limit))
     if pg:
         due = due.with_for_update(skip_locked=True)
     rows = conn.execute(due).all()
@@ -90,7 +116,7 @@ def claim(conn: Connection, merchant: str, worker: str, now: datetime, lease: ti
         conn.execute(select(Member.id).where(Member.id.in_(members)).order_by(Member.id).with_for_update())
     taken = dict(conn.execute(
         select(M.member_id, func.count()).where(
-            M.member_id.in_(members),
+            M.member_id.in_(members), M.channel == channel,
             or_(and_(M.status == CLAIMED, M.claimed_until >= now),
                 and_(M.status.in_((SENDING, SENT, UNKNOWN)), M.sent_at > now - WEEK)))
         .group_by(M.member_id)).all())
@@ -177,3 +203,38 @@ def counts(engine: Engine, merchant: str) -> dict[tuple[str, str], int]:
         rows = conn.execute(select(M.trigger, M.status, func.count()).where(M.merchant_id == merchant)
                             .group_by(M.trigger, M.status))
         return {(trigger, status): n for trigger, status, n in rows}
+
+
+def channel_counts(engine: Engine, merchant: str) -> dict[tuple[str, str], int]:
+    """Messages per (channel, status) of *merchant*: failed webhooks and refused e-mails apart."""
+    with engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+        rows = conn.execute(select(M.channel, M.status, func.count()).where(M.merchant_id == merchant)
+                            .group_by(M.channel, M.status))
+        return {(channel, status): n for channel, status, n in rows}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A message that did not arrive, and why (``last_error``: the SMTP reply, the webhook's status)."""
+
+    id: int
+    member_id: str
+    trigger: str
+    occasion: str
+    channel: str
+    status: str
+    attempts: int
+    reason: str
+    created_at: datetime
+
+
+def failures(engine: Engine, merchant: str, limit: int = 50) -> list[Failure]:
+    """*merchant*'s newest ``failed`` and ``unknown`` messages with their reasons, for the owner."""
+    with engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+        rows = conn.execute(select(M.id, M.member_id, M.trigger, M.occasion, M.channel, M.status, M.attempts,
+                                   M.last_error, M.created_at)
+                            .where(M.merchant_id == merchant, M.status.in_((FAILED, UNKNOWN)))
+                            .order_by(M.id.desc()).limit(limit))
+        return [Failure(i, member, trigger, occasion_of(occasion), channel, status, attempts, why or "",
+                        utc(created))
+                for i, member, trigger, occasion, channel, status, attempts, why, created in rows]

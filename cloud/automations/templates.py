@@ -50,6 +50,14 @@ TEXTS: dict[tuple[str, str], Text] = {
         "Hallo $first_name,\n\ndein letzter Besuch bei $shop ist eine Weile her. "
         "Wir würden uns freuen, dich wiederzusehen.\n\n"
         "Du hast $balance $unit; nur noch $remaining bis $reward.\n\nDeine Karte: $card_url"),
+    ("almost_there", "en"): Text(
+        "Only $remaining more to $reward, $first_name!",
+        "Hello $first_name,\n\nthank you for your visit to $shop. You have $balance $unit now: "
+        "only $remaining more and $reward is yours.\n\nYour card: $card_url"),
+    ("almost_there", "de"): Text(
+        "Nur noch $remaining bis $reward, $first_name!",
+        "Hallo $first_name,\n\ndanke für deinen Besuch bei $shop. Du hast jetzt $balance $unit: "
+        "nur noch $remaining, dann gehört $reward dir.\n\nDeine Karte: $card_url"),
 }
 
 FOOTER = {

@@ -5,7 +5,9 @@ midnight, not at UTC midnight. Each decision comes with its *occasion*, the part
 message's unique key that says which one it is — ``join`` for the welcome, the year of the
 birthday greeted (a greeting on 30 December for a 2 January birthday is the next year's), the
 local date of the last visit for a win-back (a new visit starts a new lapse, so one message per
-lapse) — and the moment it stops being worth sending.
+lapse), the reward cycle for "almost there" (``cycle-<n>``: n rewards redeemed or balances
+expired so far, so one message per climb towards a reward) — and the moment it stops being
+worth sending.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-WELCOME, BIRTHDAY, WINBACK = "welcome", "birthday", "winback"
+WELCOME, BIRTHDAY, WINBACK, ALMOST = "welcome", "birthday", "winback", "almost_there"
 MIN_VISITS_FOR_INTERVAL = 3  # two intervals before a member's own rhythm is trusted
 
 
@@ -22,13 +24,30 @@ MIN_VISITS_FOR_INTERVAL = 3  # two intervals before a member's own rhythm is tru
 class Rules:
     """The knobs of the triggers (``[automations]`` of hub.toml)."""
 
-    triggers: frozenset[str] = frozenset({WELCOME, BIRTHDAY, WINBACK})
+    triggers: frozenset[str] = frozenset({WELCOME, BIRTHDAY, WINBACK, ALMOST})
     welcome_within: timedelta = timedelta(days=7)
     birthday_days_before: int = 0
     winback_factor: float = 3.0
     winback_min: timedelta = timedelta(days=14)
     winback_fallback: timedelta = timedelta(days=45)
     winback_valid: timedelta = timedelta(days=14)
+    almost_stamps: int = 2    # stamp cards: at most this many stamps to go
+    almost_percent: int = 10  # points: at most this share (%) of the cheapest reward's cost to go
+    almost_valid: timedelta = timedelta(days=2)  # "after a visit": no later than this after it
+
+
+@dataclass(frozen=True)
+class Goal:
+    """The cheapest reward of a merchant's programme: what "almost there" measures against."""
+
+    cost: int
+    unit: str  # "stamps" or "points"
+
+    def within(self, rules: Rules) -> int:
+        """How close counts as almost there: stamps, or a share of the cost (at least 1 point)."""
+        if self.unit == "stamps":
+            return rules.almost_stamps
+        return max(1, self.cost * rules.almost_percent // 100)
 
 
 @dataclass(frozen=True)
@@ -41,6 +60,8 @@ class Candidate:
     visits: int = 0
     first_visit: datetime | None = None
     last_visit: datetime | None = None
+    balance: int = 0
+    cycle: int = 0  # rewards redeemed and balances expired so far: a new climb after each
 
 
 @dataclass(frozen=True)
@@ -84,8 +105,20 @@ def _end_of_day(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day + timedelta(days=1), time(0), zone)
 
 
-def due(c: Candidate, now: datetime, zone: ZoneInfo, rules: Rules) -> list[Due]:
-    """The messages *c* is due for at *now* (aware), in the shop's *zone*."""
+def almost_there(c: Candidate, now: datetime, rules: Rules, goal: Goal) -> Due | None:
+    """Due if *c* visited within ``almost_valid`` before *now* and is now short of the cheapest
+    reward by at most ``goal.within``; one per reward cycle. A member who can afford it already is
+    not "almost": the kiosk offers it at the next scan."""
+    if c.last_visit is None or not c.last_visit <= now < c.last_visit + rules.almost_valid:
+        return None
+    if not 0 < goal.cost - c.balance <= goal.within(rules):
+        return None
+    return Due(c.member_id, ALMOST, f"cycle-{c.cycle}", c.last_visit + rules.almost_valid)
+
+
+def due(c: Candidate, now: datetime, zone: ZoneInfo, rules: Rules, goal: Goal | None = None) -> list[Due]:
+    """The messages *c* is due for at *now* (aware), in the shop's *zone*; "almost there" only
+    with the programme's *goal*."""
     today = now.astimezone(zone).date()
     out: list[Due] = []
     if WELCOME in rules.triggers and now - rules.welcome_within <= c.joined_at <= now:
@@ -97,4 +130,8 @@ def due(c: Candidate, now: datetime, zone: ZoneInfo, rules: Rules) -> list[Due]:
     if WINBACK in rules.triggers and c.last_visit is not None and now - c.last_visit > lapse_after(c, rules):
         lapse = c.last_visit.astimezone(zone).date().isoformat()
         out.append(Due(c.member_id, WINBACK, lapse, now + rules.winback_valid))
+    if ALMOST in rules.triggers and goal is not None:
+        close = almost_there(c, now, rules, goal)
+        if close is not None:
+            out.append(close)
     return out

@@ -2,7 +2,10 @@
 
 Delivery follows outbox.py's order of commits: claim a batch (outside quiet hours only), then
 per message begin → send → mark, each its own transaction, with no transaction open while the
-SMTP server is talking. The clock is injected; ``stempel-hub automations run`` calls ``sweep``
+SMTP server (or the webhook's receiver) is talking. Each channel of ``[automations] channels``
+claims and sends its own rows: e-mail (mailer.py, compose.py) and the signed webhook
+(webhook.py); both sort their failures into NotSent (retry with backoff), Refused (failed, with
+the reason) and, for e-mail, Uncertain. The clock is injected; ``stempel-hub automations run`` calls ``sweep``
 every ``interval_seconds``, tests call it with the clock where they want it.
 """
 
@@ -21,12 +24,13 @@ from sqlalchemy.orm import Session
 
 from cloud.automations import compose, outbox, planner
 from cloud.automations.mailer import Channel, NotSent, Refused, Uncertain
+from cloud.automations.webhook import WebhookChannel, payload
 from cloud.automations.policy import quiet
 from cloud.config import AutomationsSection
 from cloud.keys import KeyStore
 from cloud.models import Member, Message, utcnow
 from cloud.programs import program_of
-from kiosk.common.errors import StempelError
+from kiosk.common.errors import ConfigError, StempelError
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +49,13 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"[:80]
 
 
-def _eligible(member: Member | None) -> str | None:
-    """Why *member* may not get marketing now, or None if they may."""
+def _eligible(member: Member | None, channel: str) -> str | None:
+    """Why *member* may not get marketing on *channel* now, or None if they may."""
     if member is None or member.erased_at is not None:
         return "the member was erased"
     if member.consent_marketing_at is None:
         return "no marketing consent (withdrawn since the message was planned)"
-    if not member.email:
+    if channel == outbox.EMAIL and not member.email:
         return "no e-mail address"
     return None
 
@@ -60,10 +64,19 @@ class Worker:
     """Plans and delivers automated messages for every merchant of one hub database."""
 
     def __init__(self, engine: Engine, keys: KeyStore, secret: bytes, settings: AutomationsSection,
-                 channel: Channel, sender: str, *, clock: Callable[[], datetime] = utcnow,
-                 worker_id: str | None = None, batch: int = 100) -> None:
+                 channel: Channel | None, sender: str, *, clock: Callable[[], datetime] = utcnow,
+                 worker_id: str | None = None, batch: int = 100,
+                 webhook: WebhookChannel | None = None) -> None:
+        """*channel* sends e-mail, *webhook* the webhook; each channel ``settings.channels`` lists
+        must be given (ConfigError otherwise), channels it does not list are not used."""
         self.engine, self.keys, self.secret, self.settings = engine, keys, secret, settings
         self.channel, self.sender, self.clock = channel, sender, clock
+        given = {outbox.EMAIL: channel, "webhook": webhook}
+        self.channels = {name: given[name] for name in settings.channels if given.get(name) is not None}
+        missing = [name for name in settings.channels if name not in self.channels]
+        if missing:
+            raise ConfigError(f"[automations] channels lists {', '.join(missing)}, which is not set up: "
+                              "set [smtp] host for email, [webhook] url for webhook, or remove it from channels")
         self.worker_id = worker_id or default_worker_id()
         self.batch = batch
         self.rules = planner.rules_of(settings)
@@ -73,14 +86,19 @@ class Worker:
         result = Sweep()
         try:
             for merchant in planner.merchants(self.engine):
-                result.done["planned"] += planner.plan(self.engine, merchant, self.clock(), self.rules)
-                self.deliver(merchant, result)
+                result.done["planned"] += planner.plan(self.engine, merchant, self.clock(), self.rules,
+                                                       list(self.channels))
+                for name in self.channels:
+                    self.deliver(merchant, result, name)
         finally:
-            self.channel.close()
+            for sender in self.channels.values():
+                sender.close()
         return result
 
-    def deliver(self, merchant: str, result: Sweep) -> None:
-        """Send *merchant*'s due messages, batch by batch, until none is left or the channel fails."""
+    def deliver(self, merchant: str, result: Sweep, name: str = outbox.EMAIL) -> None:
+        """Send *merchant*'s due messages of channel *name*, batch by batch, until none is left or
+        the channel fails."""
+        channel = self.channels[name]
         zone = program_of(self.engine, merchant).zone
         while True:
             now = self.clock()
@@ -88,22 +106,23 @@ class Worker:
                 return  # they wait as pending until the morning
             with self.engine.begin() as conn:
                 ids = outbox.claim(conn, merchant, self.worker_id, now, self.lease, self.settings.weekly_cap,
-                                   self.batch)
+                                   self.batch, channel=name)
             if not ids:
                 return
             try:
-                self.channel.connect()
+                channel.connect()
             except NotSent as exc:
-                log.warning("automations.channel_down", extra={"merchant": merchant, "error": str(exc)})
+                log.warning("automations.channel_down", extra={"merchant": merchant, "channel": name,
+                                                               "error": str(exc)})
                 with self.engine.begin() as conn:
                     outbox.release(conn, ids, self.worker_id)
                 result.done["deferred"] += len(ids)
                 return
             for message_id in ids:
-                result.done[self._one(message_id)] += 1
+                result.done[self._one(message_id, name)] += 1
 
-    def _one(self, message_id: int) -> str:
-        """Begin, send and mark one claimed message; its outcome."""
+    def _one(self, message_id: int, name: str = outbox.EMAIL) -> str:
+        """Begin, send and mark one claimed message of channel *name*; its outcome."""
         now = self.clock()
         with self.engine.begin() as conn:
             row = outbox.begin(conn, message_id, self.worker_id, now, self.lease)
@@ -111,31 +130,41 @@ class Worker:
                 return "taken_over"
             with Session(bind=conn) as session:
                 member = session.get(Member, row.member_id)
-                why = _eligible(member)
+                why = _eligible(member, name)
                 if why is not None:
                     outbox.suppress(conn, message_id, self.worker_id, why)
                     return outbox.SUPPRESSED
                 session.expunge(member)
-        message = Message(id=row.id, trigger=row.trigger, attempts=row.attempts)
+        message = Message(id=row.id, merchant_id=row.merchant_id, member_id=row.member_id, trigger=row.trigger,
+                          occasion=row.occasion, channel=row.channel, attempts=row.attempts)
         try:
             filled, language = compose.values(self.engine, self.keys, self.secret, member, now)
-            mail = compose.email(message, member, self.sender, filled, language, now)
+            if name == outbox.EMAIL:
+                out: object = compose.email(message, member, self.sender, filled, language, now)
+            else:
+                out = payload(message, row.merchant_id, filled, language)
         except StempelError as exc:  # a missing signing key: nothing was sent; the owner sees why
             with self.engine.begin() as conn:
                 outbox.failed(conn, message_id, self.worker_id, f"could not write the message: {exc}")
             return outbox.FAILED
+        why = ""  # the error's text: Python unbinds ``exc`` when its except block ends, before mark runs
         try:
-            self.channel.send(mail)
+            self.channels[name].send(out)  # type: ignore[arg-type]  (what this channel's composer made)
         except NotSent as exc:
-            outcome, mark = "retry", lambda c: outbox.retry(c, message, self.worker_id, self.clock(), str(exc))
+            why, outcome = str(exc), "retry"
+            mark = lambda c: outbox.retry(c, message, self.worker_id, self.clock(), why)  # noqa: E731
         except Refused as exc:
-            outcome, mark = outbox.FAILED, lambda c: outbox.failed(c, message_id, self.worker_id, str(exc))
+            why, outcome = str(exc), outbox.FAILED
+            mark = lambda c: outbox.failed(c, message_id, self.worker_id, why)  # noqa: E731
         except Uncertain as exc:
-            outcome, mark = outbox.UNKNOWN, lambda c: outbox.uncertain(c, message_id, self.worker_id, str(exc))
+            why, outcome = str(exc), outbox.UNKNOWN
+            mark = lambda c: outbox.uncertain(c, message_id, self.worker_id, why)  # noqa: E731
         else:
-            outcome, mark = outbox.SENT, lambda c: outbox.sent(c, message_id, self.worker_id, self.clock())
+            mark = lambda c: outbox.sent(c, message_id, self.worker_id, self.clock())  # noqa: E731
+            outcome = outbox.SENT
         with self.engine.begin() as conn:
             if not mark(conn):
                 log.warning("automations.mark_lost", extra={"message": message_id, "outcome": outcome})
-        log.info("automations.message", extra={"message": message_id, "trigger": row.trigger, "outcome": outcome})
+        log.info("automations.message", extra={"message": message_id, "trigger": row.trigger, "channel": name,
+                                               "outcome": outcome})
         return outcome

@@ -12,7 +12,7 @@ from cloud.cli.context import HubContext, pass_hub, run
 
 @click.group()
 def automations() -> None:
-    """Welcome, birthday and win-back messages to members who agreed to them."""
+    """Welcome, birthday, win-back and "almost there" messages to members who agreed to them."""
 
 
 @automations.command("run")
@@ -27,6 +27,7 @@ def run_command(ctx: HubContext, once: bool, worker_id: str | None, verbose: int
     claimed by one worker, and none is sent twice (cloud/automations/outbox.py).
     """
     from cloud.automations.mailer import SmtpChannel
+    from cloud.automations.webhook import WebhookChannel
     from cloud.automations.worker import Worker
     from cloud.web.secret import secret_key
     from kiosk.common import logs
@@ -34,9 +35,10 @@ def run_command(ctx: HubContext, once: bool, worker_id: str | None, verbose: int
     logs.setup(verbose)
     hub = ctx.open()
     settings = hub.config.automations
-    channel = run(lambda: SmtpChannel.from_config(hub.config.smtp))
-    worker = Worker(hub.engine, hub.keys, run(lambda: secret_key(hub.data_dir)), settings, channel,
-                    hub.config.smtp.sender or "", worker_id=worker_id)
+    channel = run(lambda: SmtpChannel.from_config(hub.config.smtp)) if "email" in settings.channels else None
+    hook = run(lambda: WebhookChannel.from_config(hub.config.webhook)) if "webhook" in settings.channels else None
+    worker = run(lambda: Worker(hub.engine, hub.keys, secret_key(hub.data_dir), settings, channel,
+                                hub.config.smtp.sender or "", worker_id=worker_id, webhook=hook))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     while True:
@@ -44,6 +46,23 @@ def run_command(ctx: HubContext, once: bool, worker_id: str | None, verbose: int
         click.echo(f"automations: {_summary(done.done)}", err=True)
         if once or stop.wait(settings.interval_seconds):
             return
+
+
+@automations.command("status")
+@click.argument("merchant")
+@click.option("--failures", "limit", default=20, show_default=True, help="How many failed messages to list.")
+@pass_hub
+def status_command(ctx: HubContext, merchant: str, limit: int) -> None:
+    """Messages of MERCHANT per channel and status, and the newest failures with their reasons
+    (a bounced e-mail's SMTP reply, a webhook's HTTP status)."""
+    from cloud.automations import outbox
+
+    hub = ctx.open()
+    for (channel, status), n in sorted(outbox.channel_counts(hub.engine, merchant).items()):
+        click.echo(f"{channel:8} {status:10} {n}")
+    for f in outbox.failures(hub.engine, merchant, limit):
+        click.echo(f"{f.created_at:%Y-%m-%d %H:%M} {f.channel} {f.trigger} {f.member_id} {f.status} "
+                   f"after {f.attempts} attempt(s): {f.reason}")
 
 
 def _summary(done) -> str:

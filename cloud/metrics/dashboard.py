@@ -14,15 +14,16 @@ import io
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy.engine import Engine
 
-from cloud.metrics import cohorts, formulas, lists, queries
+from cloud.metrics import cohorts, feedback, formulas, lists, queries
 from cloud.metrics.activity import Period
 from cloud.metrics.cohorts import CohortGrid
+from cloud.metrics.feedback import NpsComment, NpsMonth
 from cloud.metrics.formulas import Figure, RewardCounts
 from cloud.metrics.lists import AtRisk, CloseToReward, TopMember
 from cloud.metrics.series import Series, new_per_day, visit_series
@@ -45,6 +46,8 @@ class Dashboard:
     * ``series`` — visits, new_visits, returning_visits: one (date, count) per UTC day.
     * ``cohorts`` — the retention grid of the last ``COHORT_MONTHS`` months of first visits.
     * ``at_risk``, ``top_members``, ``close_to_reward`` — at most 50 members each.
+    * ``nps_trend`` — the NPS of each of the last ``feedback.TREND_MONTHS`` UTC months up to the
+      period's end; ``nps_comments`` — the period's newest comments (at most ``feedback.COMMENTS``).
     """
 
     merchant: str
@@ -56,6 +59,8 @@ class Dashboard:
     top_members: list[TopMember]
     close_to_reward: list[CloseToReward]
     currency: str = ""
+    nps_trend: list[NpsMonth] = field(default_factory=list)
+    nps_comments: list[NpsComment] = field(default_factory=list)
 
     def figure(self, key: str) -> Figure:
         """The figure named *key*; KeyError if there is none."""
@@ -93,6 +98,11 @@ def dashboard(engine: Engine, merchant: str, start: datetime, end: datetime, pro
         amounts = queries.amounts(conn, merchant, period)
         redeemed, expired = queries.reward_counts(conn, merchant, period.end)
         enrolled = queries.member_counts(conn, merchant, period)
+        trend_starts = cohorts.month_starts(cohorts.grid_start(period.end, feedback.TREND_MONTHS),
+                                            feedback.TREND_MONTHS)
+        scores = queries.nps_scores(conn, merchant, period)
+        per_month = queries.nps_per_month(conn, merchant, trend_starts, period.end)
+        comments = queries.nps_comments(conn, merchant, period, feedback.COMMENTS)
         read = time.perf_counter()
         at_risk = lists.at_risk(activity, period, limit)
         top = lists.top_members(activity, limit)
@@ -103,10 +113,11 @@ def dashboard(engine: Engine, merchant: str, start: datetime, end: datetime, pro
     outstanding = formulas.outstanding_rewards(balances.values(), cost) if cost is not None else None
     currency = program.earning.currency if program is not None else ""
     figures = formulas.figures(formulas.tally(activity, period), amounts, RewardCounts(redeemed, expired, outstanding),
-                               period, cost, currency, enrolled)
+                               period, cost, currency, enrolled, scores)
     board = Dashboard(merchant, period, figures, visit_series(period, per_day, new_per_day(activity, period)),
                       cohorts.cohort_grid(activity, grid_from, cohort_months), lists.named(at_risk, names),
-                      lists.named(top, names), lists.named(close, names), currency)
+                      lists.named(top, names), lists.named(close, names), currency,
+                      feedback.nps_trend(trend_starts, per_month), comments)
     log.info("metrics.dashboard", extra={"merchant": merchant, "members": len(activity),
                                          "read_ms": round((read - began) * 1000, 1),
                                          "total_ms": round((time.perf_counter() - began) * 1000, 1)})
@@ -171,6 +182,8 @@ CSV_PARTS: dict[str, Callable[[Dashboard], str]] = {
     "at_risk": lambda b: rows_csv(b.at_risk, AtRisk),
     "top_members": lambda b: rows_csv(b.top_members, TopMember),
     "close_to_reward": lambda b: rows_csv(b.close_to_reward, CloseToReward),
+    "nps": lambda b: rows_csv(b.nps_trend, NpsMonth),
+    "nps_comments": lambda b: rows_csv(b.nps_comments, NpsComment),
 }
 """Every part of a dashboard that downloads as CSV, by name."""
 

@@ -211,15 +211,41 @@ def liability(outstanding: int | None, cost: int | None) -> Figure:
                   {"cheapest_cost": cost})
 
 
-def net_promoter_score() -> Figure:
-    return Figure("nps", "Net promoter score", None, "% promoters (9–10) − % detractors (0–6)",
-                  "no scores collected yet", "")
+@dataclass(frozen=True)
+class Scores:
+    """NPS answers by group: promoters score 9–10, passives 7–8, detractors 0–6."""
+
+    promoters: int = 0
+    passives: int = 0
+    detractors: int = 0
+
+    @property
+    def answers(self) -> int:
+        return self.promoters + self.passives + self.detractors
+
+
+def nps_value(scores: Scores) -> float | None:
+    """% promoters − % detractors, from −100 to 100; None without answers."""
+    if not scores.answers:
+        return None
+    return 100.0 * (scores.promoters - scores.detractors) / scores.answers
+
+
+def net_promoter_score(scores: Scores = Scores()) -> Figure:
+    """NPS of the period's answers: 5 promoters, 3 passives, 2 detractors of 10 give
+    50 % − 20 % = 30."""
+    return Figure("nps", "Net promoter score", nps_value(scores),
+                  "NPS = % promoters (score 9–10) − % detractors (score 0–6) among the answers in the period "
+                  "(−100 to 100; one answer per member per quarter)",
+                  "" if scores.answers else "no scores collected yet", "",
+                  {"promoters": scores.promoters, "passives": scores.passives, "detractors": scores.detractors,
+                   "answers": scores.answers})
 
 
 def figures(t: Tally, amounts: Amounts, rewards: RewardCounts, period: Period, cost: int | None = None,
-            currency: str = "", members: tuple[int, int] = (0, 0)) -> list[Figure]:
+            currency: str = "", members: tuple[int, int] = (0, 0), scores: Scores = Scores()) -> list[Figure]:
     """Every figure of the dashboard, in the order the page shows them; *members* is (enrolled
-    by the end, enrolled in the period)."""
+    by the end, enrolled in the period), *scores* the period's NPS answers."""
     frequency = purchase_frequency(t.visits, t.active)
     aov = average_order_value(amounts, currency)
     return [*member_counts(*members, t), *customer_counts(t),
@@ -231,4 +257,4 @@ def figures(t: Tally, amounts: Amounts, rewards: RewardCounts, period: Period, c
             lifetime_value(aov.value, frequency.value, period, t.lost, t.lost_lifespan_days),
             redemption_rate(rewards),
             liability(rewards.outstanding, cost),
-            net_promoter_score()]
+            net_promoter_score(scores)]

@@ -32,8 +32,9 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from cloud.db import READ_ONLY
 from cloud.metrics.activity import MemberActivity, Period, utc
-from cloud.metrics.formulas import Amounts
-from cloud.models import HubEvent, Member
+from cloud.metrics.feedback import NpsComment
+from cloud.metrics.formulas import Amounts, Scores
+from cloud.models import HubEvent, Member, NpsAnswer
 
 VISIT, REDEEM, EXPIRE = "visit", "redeem", "expire"
 E = HubEvent
@@ -159,3 +160,42 @@ def names(conn: Connection, merchant: str, member_ids: Collection[str]) -> dict[
         if erased_at is None and name:
             shown[member] = name
     return shown
+
+
+# -- NPS answers (cloud/nps.py), through nps_answers_time (merchant_id, answered_at) -----------------
+A = NpsAnswer
+_GROUPS = (func.count(case((A.score >= 9, 1))), func.count(case((and_(A.score >= 7, A.score <= 8), 1))),
+           func.count(case((A.score <= 6, 1))))
+
+
+def nps_scores(conn: Connection, merchant: str, period: Period) -> Scores:
+    """Promoters, passives and detractors among the answers given in the period."""
+    query = select(*_GROUPS).where(A.merchant_id == merchant, A.answered_at >= period.start,
+                                   A.answered_at < period.end)
+    return Scores(*(int(n) for n in conn.execute(query).one()))
+
+
+def nps_per_month(conn: Connection, merchant: str, month_starts: Sequence[datetime],
+                  end: datetime) -> dict[int, Scores]:
+    """The answers of each month of *month_starts* (the last up to *end*), keyed by the month's
+    index; found by comparison with the month starts, as in ``member_activity``."""
+    if not month_starts:
+        return {}
+    month = case(*[(A.answered_at >= s, literal(k)) for k, s in reversed(list(enumerate(month_starts)))])
+    query = (select(month, *_GROUPS)
+             .where(A.merchant_id == merchant, A.answered_at >= month_starts[0], A.answered_at < end)
+             .group_by(month))
+    return {int(k): Scores(int(p), int(q), int(d)) for k, p, q, d in conn.execute(query)}
+
+
+def nps_comments(conn: Connection, merchant: str, period: Period, limit: int) -> list[NpsComment]:
+    """The newest *limit* comments of the period with their scores; an erased member's comment
+    (erasure clears them, but one written in between) comes without a name."""
+    query = (select(A.member_id, Member.name, Member.erased_at, A.score, A.comment, A.answered_at)
+             .join(Member, Member.id == A.member_id, isouter=True)
+             .where(A.merchant_id == merchant, A.comment.is_not(None), A.answered_at >= period.start,
+                    A.answered_at < period.end)
+             .order_by(A.answered_at.desc(), A.id.desc())
+             .limit(limit))
+    return [NpsComment(member, name if erased_at is None and name else None, score, comment, utc(at))
+            for member, name, erased_at, score, comment, at in conn.execute(query)]

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloud import accounts
+from cloud.automations import outbox
 from cloud.link import documents
 from cloud.link.state import KioskRow
 from cloud.members import HUB_KIOSK
@@ -81,3 +82,17 @@ def revoke_token(token_id: int):
         abort(404)
     flash("Token revoked.", "ok")
     return redirect(url_for(".tokens"))
+
+
+@bp.route("/messages")
+@login_required()
+def messages():
+    """What the automations did: messages per trigger and status, per channel, and the ones that
+    did not arrive with the reason (cloud/automations/outbox.py)."""
+    engine, merchant = context.hub().engine, context.account().merchant
+    by_trigger = outbox.counts(engine, merchant)
+    triggers = sorted({t for t, _ in by_trigger})
+    statuses = sorted({s for _, s in by_trigger} | {s for _, s in outbox.channel_counts(engine, merchant)})
+    return render_template("messages.html", by_trigger=by_trigger, triggers=triggers, statuses=statuses,
+                           by_channel=outbox.channel_counts(engine, merchant),
+                           failures=outbox.failures(engine, merchant))

@@ -190,7 +190,6 @@ class Kiosk:
         except PassRejected as rejected:
             return self._reject(source, rejected, texts)
         at = self._now()
-        self.session.open(claims.member)
         pending = self.session.take_amount() if amount is None else None  # amount first, then the scan
         result = self._credit(source, claims.member, pending.amount if pending else amount, at)
         # scan first: a points programme wants the amount, and the next one entered is this member's
@@ -200,10 +199,12 @@ class Kiosk:
         return result
 
     def _credit(self, source: str, member: str, amount: Decimal | None, at: Instant) -> ScanResult:
-        """A visit of *member* with *amount*, through the engine, committed and shown."""
+        """A visit of *member* with *amount*, through the engine, committed and shown; the
+        member is then at the counter (the session opens in the stamp's transaction)."""
         state = self.ledger.member_state(member, self.program)
         visit = Visit(new_event_id(), member, amount=amount, clock=ClockReading(self.boot, at.mono))
-        result = self._commit_and_show(source, evaluate(state, visit, at.wall, self.program), at)
+        result = self._commit_and_show(source, evaluate(state, visit, at.wall, self.program), at,
+                                       opens=self.session.row(member))
         result.amount = None if amount is None else str(amount)
         return result
 
@@ -234,8 +235,7 @@ class Kiosk:
     def _credit_awaiting(self, member: str, amount: Decimal, receipt: str | None, source: str) -> ScanResult:
         """Scan first, amount second: credit the visit of *member*, who scanned without one."""
         at = self._now()
-        self.session.open(member)  # the customer is still at the counter: the button redeems for them
-        result = self._credit(source, member, amount, at)
+        result = self._credit(source, member, amount, at)  # the customer is still at the counter
         if receipt is not None:
             self.ledger.settle_receipt(receipt, result.member, result.outcome)
         return result
@@ -298,8 +298,9 @@ class Kiosk:
         refusal = candidate.refusal(within)
         if refusal is not None:
             return ScanResult("undo", NOTHING_TO_UNDO, reason=refusal, member=member)
-        events = self.ledger.append(compensation(candidate), at.wall, at.mono, self.boot)
-        self.session.open(member)  # the customer is still at the counter: the button acts for them
+        # the customer is still at the counter: the button acts for them
+        events = self.ledger.append(compensation(candidate), at.wall, at.mono, self.boot,
+                                    session=self.session.row(member))
         state = self.ledger.member_state(member, self.program)
         log.info("kiosk.undone", extra={"kind": candidate.target.kind, "event_id": candidate.target.event_id})
         return ScanResult("undo", UNDONE, reason=f"{candidate.what} taken back",
@@ -366,11 +367,15 @@ class Kiosk:
         self._show(screens.Rejected(rejected.reason, self.program.language), Signal.REJECTED)
         return ScanResult(source, REJECTED, reason=rejected.reason, event_ids=[event.event_id])
 
-    def _commit_and_show(self, source: str, decision: Decision, at: Instant) -> ScanResult:
-        """Commit *decision* at the instant it was made at, then show it."""
+    def _commit_and_show(self, source: str, decision: Decision, at: Instant,
+                         opens: tuple[str, str, float] | None = None) -> ScanResult:
+        """Commit *decision* at the instant it was made at, then show it; *opens* (a session
+        row) puts the member at the counter in the same transaction."""
         events = []
         if decision.entries:  # committed (fsync'd) before the customer sees anything
-            events = self.ledger.append(decision.entries, at.wall, at.mono, self.boot)
+            events = self.ledger.append(decision.entries, at.wall, at.mono, self.boot, session=opens)
+        elif opens is not None:  # already stamped, amount required: still at the counter
+            self.ledger.open_session(*opens)
         fb = decision.feedback
         self._show(*_presentation(fb, self.program))
         return ScanResult(source, fb.outcome.value, reason=fb.reason, member=fb.member or None,

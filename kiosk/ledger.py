@@ -185,16 +185,21 @@ class Ledger:
     def close(self) -> None:
         self._db.close()
 
-    def append(self, entries: Sequence[Entry], at: datetime, mono: float, boot: str) -> list[Event]:
-        """Write earning/redeeming entries in one transaction; return them as committed events."""
+    def append(self, entries: Sequence[Entry], at: datetime, mono: float, boot: str,
+               session: tuple[str, str, float] | None = None) -> list[Event]:
+        """Write earning/redeeming entries in one transaction; return them as committed events.
+
+        *session* (member, boot id, expiry on the monotonic clock) opens the counter session in
+        the same transaction: one fsync per stamp, and never a session without its stamp."""
         rows = [(e.kind, e.member, e.delta, e.rule, e.reward, None, {**e.detail, "cause": e.cause}) for e in entries]
-        return self._insert(rows, at, mono, boot)
+        return self._insert(rows, at, mono, boot, session)
 
     def reject(self, reason: str, detail: dict, at: datetime, mono: float, boot: str, member: str | None = None) -> Event:
         """Record a ``scan_rejected`` event (a bad code was shown)."""
         return self._insert([(SCAN_REJECTED, member, 0, None, None, reason, detail)], at, mono, boot)[0]
 
-    def _insert(self, rows: list[tuple], at: datetime, mono: float, boot: str) -> list[Event]:
+    def _insert(self, rows: list[tuple], at: datetime, mono: float, boot: str,
+                session: tuple[str, str, float] | None = None) -> list[Event]:
         out: list[Event] = []
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -203,6 +208,8 @@ class Ledger:
                               int(mono * 1e9), boot)
                 cur = self._db.execute(_INSERT_OWN, (event.event_id, *sqlite_values(event)))
                 out.append(replace(event, kiosk_seq=cur.lastrowid))
+            if session is not None:
+                self._db.execute(_UPSERT_SESSION, session)
             self._db.execute("COMMIT")
         except (sqlite3.Error, OverflowError) as exc:  # OverflowError: an integer SQLite cannot hold
             _rollback(self._db)
@@ -333,12 +340,7 @@ class Ledger:
     # The counter session lives here so that `stempel-kiosk redeem` in another process sees it.
     @_guarded("write the counter session to")
     def open_session(self, member: str, boot: str, expires_mono: float) -> None:
-        self._db.execute(
-            "INSERT INTO counter_session (id, member, boot_id, expires_mono) VALUES (1, ?, ?, ?)"
-            " ON CONFLICT (id) DO UPDATE SET member = excluded.member, boot_id = excluded.boot_id,"
-            " expires_mono = excluded.expires_mono",
-            (member, boot, expires_mono),
-        )
+        self._db.execute(_UPSERT_SESSION, (member, boot, expires_mono))
 
     @_guarded("read the counter session from")
     def session(self) -> tuple[str, str, float] | None:
@@ -375,6 +377,11 @@ class Ledger:
         row = self._db.execute("SELECT receipt_id, amount, received_at, member, outcome FROM pos_receipts"
                                " WHERE receipt_id = ?", (receipt_id,)).fetchone()
         return None if row is None else dict(zip(("receipt_id", "amount", "received_at", "member", "outcome"), row))
+
+
+_UPSERT_SESSION = ("INSERT INTO counter_session (id, member, boot_id, expires_mono) VALUES (1, ?, ?, ?)"
+                   " ON CONFLICT (id) DO UPDATE SET member = excluded.member, boot_id = excluded.boot_id,"
+                   " expires_mono = excluded.expires_mono")
 
 
 def _ordered(events: list[Event]) -> list[Event]:

@@ -57,7 +57,12 @@ class CounterSession:
 
     def open(self, member: str) -> None:
         """Start (or restart) the session for *member*."""
-        self._ledger.open_session(member, self._boot, self._clock.monotonic() + self._seconds)
+        self._ledger.open_session(*self.row(member))
+
+    def row(self, member: str) -> tuple[str, str, float]:
+        """The session row for *member* starting now: ``Ledger.append(..., session=row)`` writes
+        it in the same transaction as the stamp."""
+        return member, self._boot, self._clock.monotonic() + self._seconds
 
     def member(self) -> str | None:
         """The member at the counter, or None when nobody is (expired, or another boot)."""

@@ -293,3 +293,20 @@ def test_a_scan_is_decided_and_committed_at_one_instant(kiosk_dir, hub, rng, bac
     assert result.outcome == "stamped" and {"base-rate", "campaign:happy-hour"} <= {e.rule for e in events}
     assert {e.occurred_at for e in events} == {opens}  # the instant the decision saw, not a later reading
     assert len({e.mono_ns for e in events}) == 1
+
+
+def test_a_stamp_and_its_counter_session_are_one_commit(sim_kiosk, hub, rng, clock):
+    """One fsync per stamp: the session that lets the button act for the member is written in
+    the stamp's own transaction (bench/stamp_commits.py measured the second commit it replaces)."""
+    issued = hub.issue("Anna")
+    statements: list[str] = []
+    sim_kiosk.ledger._db.set_trace_callback(statements.append)  # the SQL the ledger sends
+    result = sim_kiosk.handle_frame(frame_of([issued.url], rng))
+    sim_kiosk.ledger._db.set_trace_callback(None)
+    assert result.outcome in ("stamped", "reward_ready")
+    commits = [s for s in statements if s.strip().upper() == "COMMIT"]
+    assert len(commits) == 1, statements
+    assert sim_kiosk.session.member() == issued.member
+    clock.advance(5)
+    pressed = sim_kiosk.press_button()  # the button acts for Anna: no reward yet, but not "no customer"
+    assert (pressed.outcome, pressed.member, pressed.reason) == ("nothing_to_redeem", issued.member, "no_reward_ready")

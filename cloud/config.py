@@ -37,12 +37,14 @@ starttls = true                        # or tls = true for SMTPS
 sender = "Cafe Rosa <stempel@example.net>"
 
 [automations]                          # triggers, weekly cap, quiet hours (local time of each shop)
-channels = ["email", "webhook"]        # each message goes out once per channel listed [email]
+channels = ["email", "webhook"]        # each message goes out once per channel listed [email]; "inbox": on the card
 weekly_cap = 2
 quiet_start = "21:00"
 quiet_end = "08:00"
 almost_there_within = 2                # "almost there": stamps to go (stamp cards) ...
 almost_there_within_percent = 10       # ... or % of the cheapest reward's cost (points)
+winback_bonus = 2                      # granted by the kiosk at the next visit after a win-back [0: none]
+control_share = 0.1                    # held out of win-backs (no message, no bonus): the lift's control group
 
 [webhook]                              # a signed POST per message (cloud/automations/webhook.py)
 url = "https://crm.example.net/stempel"
@@ -147,20 +149,33 @@ class AutomationsSection(BaseModel):
     a member may get one."""
 
     model_config = ConfigDict(extra="forbid")
-    triggers: list[Literal["welcome", "birthday", "winback", "almost_there"]] = [
-        "welcome", "birthday", "winback", "almost_there"]
-    channels: list[Literal["email", "webhook"]] = Field(
-        ["email"], min_length=1, description="each message is sent once per channel listed ([smtp], [webhook])")
+    triggers: list[Literal["welcome", "birthday", "winback", "almost_there", "tier_reached", "tier_loss",
+                           "reward_expiry"]] = [
+        "welcome", "birthday", "winback", "almost_there", "tier_reached", "tier_loss", "reward_expiry"]
+    channels: list[Literal["email", "webhook", "inbox"]] = Field(
+        ["email"], min_length=1,
+        description="each message is sent once per channel listed ([smtp], [webhook]; inbox: the card page)")
     welcome_within_days: int = Field(7, ge=1, le=365, description="welcome members who joined this recently")
     birthday_days_before: int = Field(0, ge=0, le=30, description="greet this many days before the birthday")
     winback_factor: float = Field(3.0, ge=1.0, le=100.0, description="lapsed after usual interval × this")
     winback_min_days: int = Field(14, ge=1, le=3650, description="never call anyone lapsed sooner")
     winback_fallback_days: int = Field(45, ge=1, le=3650, description="lapse for members with under 3 visits")
     winback_valid_days: int = Field(14, ge=1, le=365, description="a win-back held back longer is dropped")
+    winback_bonus: int = Field(0, ge=0, le=10_000,
+                               description="stamps/points granted at the next visit after a win-back (0: none)")
+    winback_bonus_days: int = Field(30, ge=1, le=365, description="the win-back bonus is valid this many days")
+    control_share: float = Field(0.0, ge=0.0, le=0.5,
+                                 description="share of members due for a win-back held out (no message, no bonus)")
     almost_there_within: int = Field(2, ge=1, le=1000, description="stamp cards: at most this many stamps to go")
     almost_there_within_percent: int = Field(10, ge=1, le=100,
                                              description="points: at most this % of the cheapest reward to go")
     almost_there_valid_days: int = Field(2, ge=1, le=30, description="sent this long after the visit at most")
+    tier_reached_valid_days: int = Field(2, ge=1, le=30, description="'tier reached' sent this long after at most")
+    tier_loss_days_before: int = Field(7, ge=1, le=90, description="warn this many days before a tier is lost")
+    reward_expiry_days_before: int = Field(3, ge=1, le=90, description="warn this many days before a reward expires")
+    transactional_without_consent: bool = Field(
+        False, description="'reward expires' also to members without marketing consent (only where the "
+                           "programme's terms allow such service messages)")
     weekly_cap: int = Field(2, ge=1, le=100, description="messages per member per 7 days and channel")
     quiet_start: time = Field(time(21, 0), description="no sending from this local time ...")
     quiet_end: time = Field(time(8, 0), description="... until this one (the shop's time zone)")

@@ -22,8 +22,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from cloud import nps, pass_store
+from cloud.automations.outbox import occasion_of
 from cloud.events import EventStore
-from cloud.models import HubEvent, Member, PassRecord
+from cloud.metrics.activity import utc
+from cloud.models import HubEvent, Member, Message, NpsAnswer, PassRecord
 from kiosk.common.errors import ConfigError
 from kiosk.protocol import topics
 from kiosk.protocol.ids import check_id, new_event_id
@@ -112,13 +114,21 @@ def _record(store: EventStore, merchant: str, event: WireEvent, what: str) -> Re
 
 
 def export(engine: Engine, member: Member) -> dict:
-    """Everything the hub holds about *member*: profile, consents, passes and ledger (GDPR art. 15/20)."""
+    """Everything the hub holds about *member*: profile, consents, passes, ledger, NPS answers and
+    the messages decided for them (GDPR art. 15/20). Messages carry what was sent when and how,
+    not the delivery errors, which are the mail servers' words about the shop's setup."""
     with Session(engine) as session:
         passes = session.scalars(select(PassRecord).where(PassRecord.member_id == member.id)
                                  .order_by(PassRecord.id)).all()
         events = session.scalars(select(HubEvent).where(HubEvent.merchant_id == member.merchant_id,
                                                         HubEvent.member_id == member.id)
                                  .order_by(HubEvent.occurred_at, HubEvent.event_id)).all()
+        answers = session.scalars(select(NpsAnswer).where(NpsAnswer.merchant_id == member.merchant_id,
+                                                          NpsAnswer.member_id == member.id)
+                                  .order_by(NpsAnswer.answered_at, NpsAnswer.id)).all()
+        messages = session.scalars(select(Message).where(Message.merchant_id == member.merchant_id,
+                                                         Message.member_id == member.id)
+                                   .order_by(Message.created_at, Message.id)).all()
         return {
             "schema": "stempel.member-export.v1",
             "member": {"id": member.id, "merchant": member.merchant_id, "name": member.name, "email": member.email,
@@ -131,6 +141,11 @@ def export(engine: Engine, member: Member) -> dict:
                         "revoked_at": _iso(p.revoked_at)} for p in passes],
             "ledger": [{"event_id": e.event_id, "kind": e.kind, "delta": e.delta, "rule": e.rule, "reward": e.reward,
                         "kiosk": e.kiosk_id, "occurred_at": _iso(e.occurred_at), "detail": e.detail} for e in events],
+            "nps": [{"score": a.score, "comment": a.comment, "quarter": a.quarter, "answered_at": _at(a.answered_at)}
+                    for a in answers],
+            "messages": [{"trigger": m.trigger, "occasion": occasion_of(m.occasion), "channel": m.channel,
+                          "status": m.status, "decided_at": _at(m.created_at), "sent_at": _at(m.sent_at)}
+                         for m in messages],
         }
 
 
@@ -162,3 +177,8 @@ def erase(store: EventStore, merchant: str, member: str, now: datetime) -> list[
 
 def _iso(value) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _at(moment: datetime | None) -> str | None:
+    """A stored time in UTC with its offset, on PostgreSQL and SQLite (which gives it back naive) alike."""
+    return utc(moment).isoformat() if moment is not None else None

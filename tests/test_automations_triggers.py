@@ -113,7 +113,8 @@ def test_quiet_hours_within_a_day_and_none():
 @pytest.mark.parametrize("trigger, language", sorted(templates.TEXTS))
 def test_every_template_fills_every_placeholder(trigger, language):
     values = {"first_name": "Anna <b>", "shop": "Café & Co", "balance": "7", "unit": "stamps", "reward": "Coffee",
-              "remaining": "3", "card_url": "https://hub.example/P/X", "unsubscribe_url": "https://hub.example/u/t"}
+              "remaining": "3", "card_url": "https://hub.example/P/X", "unsubscribe_url": "https://hub.example/u/t",
+              "tier": "Gold", "tier_until": "04 Dec 2026", "expiring": "Coffee", "expires": "03 Dec 2026"}  # card_extras
     out = templates.render(trigger, language, values)
     assert "$" not in out.subject + out.text + out.html
     assert "https://hub.example/u/t" in out.text and '<a href="https://hub.example/u/t">' in out.html

@@ -20,9 +20,11 @@ import pytest
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 BIN = Path(sys.executable).parent
 INSTALLED_BIN = "/opt/stempel/venv/bin/"
-NAMES = ["stempel-kiosk.service", "stempel-hub-ingest@.service", "stempel-hub-web.service"]
-# The programs that ping a watchdog: the kiosk's camera loop (kiosk/loop.py), the ingest worker (cloud/link/events.py).
-WATCHED = {"stempel-kiosk.service", "stempel-hub-ingest@.service"}
+NAMES = ["stempel-kiosk.service", "stempel-hub-ingest@.service", "stempel-hub-web.service",
+         "stempel-hub-automations.service"]
+# The programs that ping a watchdog: the kiosk's camera loop (kiosk/loop.py), the ingest worker (cloud/link/events.py),
+# the automations loop (cloud/automations/worker.py serve).
+WATCHED = {"stempel-kiosk.service", "stempel-hub-ingest@.service", "stempel-hub-automations.service"}
 
 
 def directives(path: Path) -> dict[str, dict[str, list[str]]]:

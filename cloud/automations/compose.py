@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from cloud import cards
-from cloud.automations import templates, unsubscribe
+from cloud.automations import card_extras, templates, unsubscribe, winback
 from cloud.keys import KeyStore
 from cloud.models import Member, Merchant, Message, PassRecord
 from cloud.store import active_keys
@@ -52,13 +52,16 @@ def values(engine: Engine, keys: KeyStore, secret: bytes, member: Member, now: d
         link = card_url(session, keys, shop, member)
     return {"first_name": (member.name.split() or [""])[0], "shop": shop.name, "balance": str(view.state.balance),
             "unit": unit(language, program.unit), "reward": reward, "remaining": str(view.remaining),
-            "card_url": link, "unsubscribe_url": unsubscribe.url(shop.base_url, secret, member.id)}, language
+            "card_url": link, "unsubscribe_url": unsubscribe.url(shop.base_url, secret, member.id),
+            **card_extras.extras(view.state, view.tier, program, now, language),
+            **winback.offer_values(view.state, program, now, language)}, language
 
 
 def email(message: Message, member: Member, sender: str, filled: dict[str, str], language: str,
-          now: datetime) -> EmailMessage:
-    """The e-mail of *message* to *member*, from *sender* in the shop's name."""
-    rendered = templates.render(message.trigger, language, filled)
+          now: datetime, text: templates.Text | None = None) -> EmailMessage:
+    """The e-mail of *message* to *member*, from *sender* in the shop's name; *text* instead of the
+    trigger's words (a campaign's, cloud/automations/campaigns.py)."""
+    rendered = templates.render(message.trigger, language, filled, text)
     address = parseaddr(sender)[1]
     out = EmailMessage()
     out["From"] = formataddr((filled["shop"], address))

@@ -5,7 +5,9 @@ held on SQLite while a merchant's visits are aggregated in SQL); only the INSERT
 decisions takes the write lock, briefly. Only members who may get marketing are candidates:
 consent given (``consent_marketing_at``), not erased, not revoked. Each decision becomes one row
 per channel of ``[automations] channels`` (outbox.record): e-mail only to members with an
-address; the webhook to every candidate (the shop's system knows them by member id).
+address; the webhook to every candidate (the shop's system knows them by member id). Win-backs
+held out for the control group become ``control`` rows instead, and the others put their bonus
+offer on the ledger first (winback.py).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.engine import Connection, Engine
 
-from cloud.automations import outbox, triggers
+from cloud.automations import outbox, planner_more, triggers, winback
 from cloud.automations.triggers import ALMOST, Candidate, Goal, Rules
+from cloud.automations.triggers_more import MoreRules
 from cloud.config import AutomationsSection
 from cloud.metrics.activity import Period, utc
 from cloud.metrics.queries import member_activity, snapshot
@@ -34,6 +37,8 @@ def rules_of(settings: AutomationsSection) -> Rules:
                  winback_min=timedelta(days=settings.winback_min_days),
                  winback_fallback=timedelta(days=settings.winback_fallback_days),
                  winback_valid=timedelta(days=settings.winback_valid_days),
+                 winback_bonus=settings.winback_bonus, winback_bonus_days=settings.winback_bonus_days,
+                 control_share=settings.control_share,
                  almost_stamps=settings.almost_there_within, almost_percent=settings.almost_there_within_percent,
                  almost_valid=timedelta(days=settings.almost_there_valid_days))
 
@@ -79,9 +84,10 @@ def candidates(conn: Connection, merchant: str, now: datetime, *, need_email: bo
     return out
 
 
-def plan(engine: Engine, merchant: str, now: datetime, rules: Rules, channels: Sequence[str] = ("email",)) -> int:
+def plan(engine: Engine, merchant: str, now: datetime, rules: Rules, channels: Sequence[str] = ("email",),
+         more: MoreRules | None = None) -> int:
     """Record every message *merchant*'s members are due for at *now*, once per channel; how many
-    rows were new."""
+    rows were new. *more*: the tier and reward-expiry triggers too (planner_more.py)."""
     program = program_of(engine, merchant)
     cheapest = min(program.rewards, key=lambda r: r.cost)
     goal = Goal(cheapest.cost, program.unit)
@@ -89,10 +95,16 @@ def plan(engine: Engine, merchant: str, now: datetime, rules: Rules, channels: S
         people = candidates(conn, merchant, now, need_email=set(channels) == {"email"},
                             with_balances=ALMOST in rules.triggers)
         dues = [(d, email) for c, email in people for d in triggers.due(c, now, program.zone, rules, goal)]
+        if more is not None and more.triggers:
+            dues += planner_more.dues(conn, merchant, now, program, more, people, set(channels) == {"email"})
+        offers = winback.to_offer(conn, merchant, [d for d, _ in dues], rules)
+    winback.put_offers(engine, merchant, offers, now, rules, program.zone)  # before the rows: winback.py
+    new = held = 0
     with engine.begin() as conn:
-        new = sum(outbox.record(conn, merchant, [d for d, email in dues if email or channel != "email"], now,
-                                channel)
-                  for channel in channels)
-    if new:
-        log.info("automations.planned", extra={"merchant": merchant, "new": new, "due": len(dues)})
+        for channel in channels:
+            send, out = winback.split([d for d, email in dues if email or channel != "email"], rules.control_share)
+            new += outbox.record(conn, merchant, send, now, channel)
+            held += outbox.record(conn, merchant, out, now, channel, status=outbox.CONTROL)
+    if new or held:
+        log.info("automations.planned", extra={"merchant": merchant, "new": new, "held_out": held, "due": len(dues)})
     return new

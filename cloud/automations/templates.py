@@ -2,10 +2,12 @@
 
 Placeholders: ``$first_name``, ``$shop``, ``$balance``, ``$unit`` (stamps/points in the
 member's language), ``$reward`` (the next reward), ``$remaining`` (what is still missing for
-it), ``$card_url``. A body is paragraphs separated by blank lines; the HTML part is made from
-the same paragraphs (values escaped, the card link a link), so the two parts never drift
-apart. The footer with the unsubscribe link is added to every message. ``render`` uses
-``substitute``: a misspelt placeholder fails the tests instead of reaching a customer.
+it), ``$card_url``; a win-back to a member with an open bonus offer gets ``OFFER``'s paragraph
+with ``$bonus`` and ``$bonus_until`` (winback.offer_values). A body is paragraphs separated by
+blank lines; the HTML part is made from the same paragraphs (values escaped, the card link a
+link), so the two parts never drift apart. The footer with the unsubscribe link is added to
+every message. ``render`` uses ``substitute``: a misspelt placeholder fails the tests instead of
+reaching a customer.
 """
 
 from __future__ import annotations
@@ -58,6 +60,43 @@ TEXTS: dict[tuple[str, str], Text] = {
         "Nur noch $remaining bis $reward, $first_name!",
         "Hallo $first_name,\n\ndanke für deinen Besuch bei $shop. Du hast jetzt $balance $unit: "
         "nur noch $remaining, dann gehört $reward dir.\n\nDeine Karte: $card_url"),
+    # tier reached / about to be lost, reward about to expire (triggers_more.py); $tier, $tier_until,
+    # $expiring and $expires come from the member's card (card_extras.py)
+    ("tier_reached", "en"): Text(
+        "Welcome to $tier, $first_name!",
+        "Hello $first_name,\n\nthank you for your visits to $shop: you are $tier now.\n\n"
+        "You have $balance $unit; $remaining more to $reward.\n\nYour card: $card_url"),
+    ("tier_reached", "de"): Text(
+        "Willkommen im Status $tier, $first_name!",
+        "Hallo $first_name,\n\ndanke für deine Besuche bei $shop: du bist jetzt $tier.\n\n"
+        "Du hast $balance $unit; noch $remaining bis $reward.\n\nDeine Karte: $card_url"),
+    ("tier_loss", "en"): Text(
+        "Keep your $tier status, $first_name",
+        "Hello $first_name,\n\nyour $tier status at $shop runs out on $tier_until. "
+        "Visit us before then and you keep it.\n\nYour card: $card_url"),
+    ("tier_loss", "de"): Text(
+        "Behalte deinen Status $tier, $first_name",
+        "Hallo $first_name,\n\ndein Status $tier bei $shop läuft am $tier_until ab. "
+        "Komm vorher vorbei, dann behältst du ihn.\n\nDeine Karte: $card_url"),
+    ("reward_expiry", "en"): Text(
+        "Your $expiring expires on $expires",
+        "Hello $first_name,\n\nyou have $balance $unit at $shop: enough for $expiring. "
+        "Unused, it expires on $expires — redeem it at your next visit.\n\nYour card: $card_url"),
+    ("reward_expiry", "de"): Text(
+        "Dein $expiring verfällt am $expires",
+        "Hallo $first_name,\n\ndu hast $balance $unit bei $shop: genug für $expiring. "
+        "Ungenutzt verfällt es am $expires — löse es bei deinem nächsten Besuch ein.\n\nDeine Karte: $card_url"),
+}
+
+SERVICE_FOOTER = {  # transactional messages ([automations] transactional_without_consent)
+    "en": "A service message about your card at $shop. No more news from $shop: $unsubscribe_url",
+    "de": "Eine Service-Nachricht zu deiner Karte bei $shop. Keine Neuigkeiten mehr von $shop: $unsubscribe_url",
+}
+SERVICE_TRIGGERS = frozenset({"reward_expiry"})
+
+OFFER = {  # after a win-back's greeting, when the member's card holds an open offer
+    "en": "Come back by $bonus_until and get $bonus extra $unit at your next visit.",
+    "de": "Komm bis zum $bonus_until vorbei und erhalte bei deinem nächsten Besuch $bonus $unit extra.",
 }
 
 FOOTER = {
@@ -83,12 +122,15 @@ def language_of(preferred: str | None, programme_language: str) -> str:
     return "en"
 
 
-def render(trigger: str, language: str, values: dict[str, str]) -> Rendered:
+def render(trigger: str, language: str, values: dict[str, str], text: Text | None = None) -> Rendered:
     """The message for *trigger* in *language* filled with *values* (every placeholder, plus
-    ``unsubscribe_url``); raises KeyError for a missing value or an unknown trigger."""
-    text = TEXTS[(trigger, language)]
+    ``unsubscribe_url``); *text* instead of the trigger's own words (an owner's campaign).
+    Raises KeyError for a missing value or an unknown trigger."""
+    text = text or TEXTS[(trigger, language)]
     paragraphs = [Template(p).substitute(values) for p in text.body.split("\n\n")]
-    footer = Template(FOOTER[language]).substitute(values)
+    if trigger == "winback" and values.get("bonus"):
+        paragraphs.insert(2, Template(OFFER[language]).substitute(values))
+    footer = Template((SERVICE_FOOTER if trigger in SERVICE_TRIGGERS else FOOTER)[language]).substitute(values)
     plain = "\n\n".join(paragraphs + ["--", footer]) + "\n"
     links = {values["card_url"]: values["card_url"], values["unsubscribe_url"]: values["unsubscribe_url"]}
     parts = [f"<p>{_linked(p, links)}</p>" for p in paragraphs]

@@ -31,6 +31,9 @@ class Rules:
     winback_min: timedelta = timedelta(days=14)
     winback_fallback: timedelta = timedelta(days=45)
     winback_valid: timedelta = timedelta(days=14)
+    winback_bonus: int = 0  # offered on the ledger with each win-back, granted by the engine (0: none)
+    winback_bonus_days: int = 30  # the offer's validity, in the shop's local days
+    control_share: float = 0.0  # share of due win-backs held out: no message, no offer (winback.py)
     almost_stamps: int = 2    # stamp cards: at most this many stamps to go
     almost_percent: int = 10  # points: at most this share (%) of the cheapest reward's cost to go
     almost_valid: timedelta = timedelta(days=2)  # "after a visit": no later than this after it

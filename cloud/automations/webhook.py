@@ -72,10 +72,12 @@ def signature(secret: bytes, timestamp: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def payload(message: Message, merchant: str, filled: dict[str, str], language: str) -> bytes:
+def payload(message: Message, merchant: str, filled: dict[str, str], language: str,
+            text: templates.Text | None = None) -> bytes:
     """The JSON body of *message* (a row with id, member_id, trigger and occasion), filled with the
-    member's values (compose.values); raises KeyError like templates.render."""
-    rendered = templates.render(message.trigger, language, filled)
+    member's values (compose.values), in *text*'s words if given (a campaign's); raises KeyError
+    like templates.render."""
+    rendered = templates.render(message.trigger, language, filled, text)
     document = {"schema": SCHEMA, "id": f"stempel-{message.id}", "merchant": merchant, "shop": filled["shop"],
                 "member_id": message.member_id, "first_name": filled["first_name"], "language": language,
                 "trigger": message.trigger, "occasion": occasion_of(message.occasion),

@@ -24,13 +24,17 @@ def run_command(ctx: HubContext, once: bool, worker_id: str | None, verbose: int
     """Plan the messages due and send them, every [automations] interval_seconds until SIGTERM.
 
     Safe to run on several machines at once: a message is a row committed before it is sent and
-    claimed by one worker, and none is sent twice (cloud/automations/outbox.py).
+    claimed by one worker, and none is sent twice (cloud/automations/outbox.py). Under systemd
+    (``Type=notify``): ``READY=1`` once the database answers, the last sweep's counts as the
+    status line, watchdog pings from the loop (cloud/automations/worker.py ``serve``).
     """
+    from cloud.automations.campaigns import CampaignStore
     from cloud.automations.mailer import SmtpChannel
     from cloud.automations.webhook import WebhookChannel
-    from cloud.automations.worker import Worker
+    from cloud.automations.worker import Worker, serve, summary
     from cloud.web.secret import secret_key
     from kiosk.common import logs
+    from kiosk.common.sdnotify import Notifier, trace_watchdog_kills
 
     logs.setup(verbose)
     hub = ctx.open()
@@ -38,14 +42,13 @@ def run_command(ctx: HubContext, once: bool, worker_id: str | None, verbose: int
     channel = run(lambda: SmtpChannel.from_config(hub.config.smtp)) if "email" in settings.channels else None
     hook = run(lambda: WebhookChannel.from_config(hub.config.webhook)) if "webhook" in settings.channels else None
     worker = run(lambda: Worker(hub.engine, hub.keys, secret_key(hub.data_dir), settings, channel,
-                                hub.config.smtp.sender or "", worker_id=worker_id, webhook=hook))
+                                hub.config.smtp.sender or "", worker_id=worker_id, webhook=hook,
+                                campaigns=CampaignStore(hub.data_dir)))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    while True:
-        done = run(worker.sweep)
-        click.echo(f"automations: {_summary(done.done)}", err=True)
-        if once or stop.wait(settings.interval_seconds):
-            return
+    with trace_watchdog_kills(Notifier.from_environ()) as notifier:
+        run(lambda: serve(worker, stop, notifier, settings.interval_seconds, once=once,
+                          report=lambda done: click.echo(f"automations: {summary(done.done)}", err=True)))
 
 
 @automations.command("status")
@@ -63,10 +66,6 @@ def status_command(ctx: HubContext, merchant: str, limit: int) -> None:
     for f in outbox.failures(hub.engine, merchant, limit):
         click.echo(f"{f.created_at:%Y-%m-%d %H:%M} {f.channel} {f.trigger} {f.member_id} {f.status} "
                    f"after {f.attempts} attempt(s): {f.reason}")
-
-
-def _summary(done) -> str:
-    return ", ".join(f"{n} {what}" for what, n in sorted(done.items())) or "nothing due"
 
 
 COMMANDS = [automations]

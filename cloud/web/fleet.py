@@ -12,6 +12,8 @@ from cloud.automations import outbox
 from cloud.link import documents
 from cloud.link.state import KioskRow
 from cloud.members import HUB_KIOSK
+from cloud.metrics.lift import winback_lift
+from cloud.metrics.queries import snapshot
 from cloud.models import Conflict, HubEvent
 from cloud.web import context
 from cloud.web.context import login_required
@@ -87,12 +89,15 @@ def revoke_token(token_id: int):
 @bp.route("/messages")
 @login_required()
 def messages():
-    """What the automations did: messages per trigger and status, per channel, and the ones that
-    did not arrive with the reason (cloud/automations/outbox.py)."""
+    """What the automations did: messages per trigger and status, per channel, the ones that did
+    not arrive with the reason (cloud/automations/outbox.py), and the win-backs' lift against the
+    held-out control group (cloud/metrics/lift.py)."""
     engine, merchant = context.hub().engine, context.account().merchant
+    with snapshot(engine) as conn:
+        lift = winback_lift(conn, merchant, context.now())
     by_trigger = outbox.counts(engine, merchant)
     triggers = sorted({t for t, _ in by_trigger})
     statuses = sorted({s for _, s in by_trigger} | {s for _, s in outbox.channel_counts(engine, merchant)})
     return render_template("messages.html", by_trigger=by_trigger, triggers=triggers, statuses=statuses,
                            by_channel=outbox.channel_counts(engine, merchant),
-                           failures=outbox.failures(engine, merchant))
+                           failures=outbox.failures(engine, merchant), lift=lift)

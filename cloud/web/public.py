@@ -18,11 +18,14 @@ from sqlalchemy.orm import Session
 
 
 from cloud import cards, members
+from cloud.automations import inbox
+from cloud.automations.campaigns import CampaignStore
 from cloud.models import Member
 from cloud.passes import enrol, export_keys
 from cloud.store import get_merchant
 from cloud.web import context
 from cloud.web.i18n import texts, unit
+from cloud.web.secret import secret_key
 from kiosk.common.errors import BusError, ConfigError, PassError
 from kiosk.protocol import qr
 from kiosk.protocol.ids import ID_PATTERN
@@ -143,8 +146,10 @@ def card(token: str):
     # the very text the pass was issued with (a browser lowercases the host it shows)
     svg = qr.make_qr(pass_url(shop.base_url, token.upper())).svg_inline(scale=8, border=4, dark="#000", light="#fff", omitsize=True)
     referral = url_for(".join", code=shop.id, ref=member.id, _external=True)
+    messages = inbox.entries(hub.engine, hub.keys, secret_key(hub.data_dir), member, context.now(),
+                             view.program.zone, CampaignStore(hub.data_dir))
     return render_template("card.html", shop=shop, t=t, lang=lang, unit=unit(lang, view.program.unit), view=view,
-                           qr_svg=svg, token=token, referral=referral)
+                           qr_svg=svg, token=token, referral=referral, inbox=messages, inbox_t=inbox.texts(lang))
 
 
 @bp.route("/P/<token>/data.json")

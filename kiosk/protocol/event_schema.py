@@ -23,10 +23,10 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kiosk.protocol.ids import WIRE_ID_PATTERN
-from kiosk.rules.state import ADJUST, BONUS, EARN, EXPIRE, PROFILE, REDEEM, TIER_CHANGE, VISIT
+from kiosk.rules.state import ADJUST, BONUS, EARN, EXPIRE, OFFER, PROFILE, REDEEM, TIER_CHANGE, VISIT, WINBACK_RULE
 
 SCAN_REJECTED = "scan_rejected"  # kiosk/ledger.py writes it for a refused code
-KINDS = (VISIT, EARN, BONUS, REDEEM, EXPIRE, TIER_CHANGE, ADJUST, PROFILE, SCAN_REJECTED)
+KINDS = (VISIT, EARN, BONUS, REDEEM, EXPIRE, TIER_CHANGE, ADJUST, PROFILE, OFFER, SCAN_REJECTED)
 
 INT64_MAX = 2**63 - 1  # BIGINT (PostgreSQL) and INTEGER (SQLite) columns
 DELTA_MAX = 1_000_000  # ``delta`` is an INTEGER column; no single entry moves a balance further
@@ -89,6 +89,13 @@ class _Detail(BaseModel):
     cause: Text(64) | None = None  # the visit or redemption behind the entry (kiosk/ledger.py adds it)
 
 
+class _Attributed(_Detail):
+    """An entry an A/B test's variant may have made names it (kiosk/rules/experiments.py ``label``)."""
+
+    experiment: Annotated[str, Field(pattern=WIRE_ID_PATTERN)] | None = None
+    variant: Annotated[str, Field(pattern=WIRE_ID_PATTERN)] | None = None
+
+
 class VisitDetail(_Detail):
     amount: DecimalText | None = None
     boot: Text(64, 1) | None = None
@@ -101,7 +108,7 @@ class VisitDetail(_Detail):
         return self
 
 
-class EarnDetail(_Detail):
+class EarnDetail(_Attributed):
     amount: DecimalText | None = None
     multiplier: DecimalText | None = None
     bonus: int | None = Field(None, ge=0, le=DELTA_MAX)
@@ -109,17 +116,18 @@ class EarnDetail(_Detail):
     capped: bool | None = None
 
 
-class BonusDetail(_Detail):
+class BonusDetail(_Attributed):
     occurrence: IsoDate | None = None
     referrer: MemberId | None = None
     referee: MemberId | None = None
+    offer: Text(64, 1) | None = None  # the offer a ``winback-bonus`` grants
 
 
-class RedeemDetail(_Detail):
+class RedeemDetail(_Attributed):
     pass
 
 
-class ExpireDetail(_Detail):
+class ExpireDetail(_Attributed):
     inactive_since: IsoDateTime | None = None
     months: int | None = Field(None, ge=0, le=1200)
     affordable_since: IsoDateTime | None = None
@@ -148,6 +156,14 @@ class ProfileDetail(_Detail):
         return self
 
 
+class OfferDetail(_Detail):
+    """A bonus the hub offers for the next credited visit up to ``expires`` (the last local day)."""
+
+    bonus: int = Field(ge=1, le=DELTA_MAX)
+    expires: IsoDate
+    offer: Text(64, 1)
+
+
 class ScanRejectedDetail(_Detail):
     detail: Text(200) | None = None
     codes: int | None = Field(None, ge=0, le=1000)
@@ -156,7 +172,7 @@ class ScanRejectedDetail(_Detail):
 
 DETAILS: dict[str, type[_Detail]] = {VISIT: VisitDetail, EARN: EarnDetail, BONUS: BonusDetail, REDEEM: RedeemDetail,
                                      EXPIRE: ExpireDetail, TIER_CHANGE: TierChangeDetail, ADJUST: AdjustDetail,
-                                     PROFILE: ProfileDetail,
+                                     PROFILE: ProfileDetail, OFFER: OfferDetail,
                                      SCAN_REJECTED: ScanRejectedDetail}
 
 
@@ -179,6 +195,8 @@ def check_detail(kind: str, rule: str | None, detail: dict[str, Any]) -> None:
         raise ValueError(f"detail of a {kind} event: [{where}] {first['msg']}") from None
     if kind == BONUS and rule == "birthday-bonus" and checked.occurrence is None:
         raise ValueError("a birthday bonus names its occurrence")  # the fold reads it
+    if kind == BONUS and rule == WINBACK_RULE and checked.offer is None:
+        raise ValueError("a win-back bonus names its offer")  # the fold closes that offer
 
 
 _EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)

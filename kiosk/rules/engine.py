@@ -16,9 +16,10 @@ from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from enum import Enum
 
 from kiosk.rules.calendar import add_months, birthday_occurrence, campaign_applies, local
+from kiosk.rules.experiments import for_member, label
 from kiosk.rules.program import MAX_DELTA, Program
-from kiosk.rules.state import (BONUS, EARN, EXPIRE, REDEEM, TIER_CHANGE, VISIT, Entry, MemberState, apply, birthday_of,
-                               visit_time)
+from kiosk.rules.state import (BONUS, EARN, EXPIRE, REDEEM, TIER_CHANGE, VISIT, WINBACK_RULE, Entry, MemberState,
+                               apply, birthday_of, visit_time)
 
 
 class Outcome(str, Enum):
@@ -103,7 +104,13 @@ class _Book:
 
 
 def evaluate(state: MemberState, event: Visit | Redeem, now: datetime, program: Program) -> Decision:
-    """Decide what *event* at *now* does to the member in *state* under *program*."""
+    """Decide what *event* at *now* does to the member in *state* under *program*: under the
+    member's own variants of its A/B tests, each entry a variant made naming it (experiments.py)."""
+    decision = _evaluate(state, event, now, for_member(program, event.member, now))
+    return Decision(label(decision.entries, program, event.member, now), decision.feedback, decision.state)
+
+
+def _evaluate(state: MemberState, event: Visit | Redeem, now: datetime, program: Program) -> Decision:
     if event.id in state.applied:
         return _decision(_Book(state, now, program), Outcome.DUPLICATE, reason="already applied")
     if isinstance(event, Visit):
@@ -282,7 +289,7 @@ def _room(book: _Book) -> int | None:
 
 
 def _gifts(book: _Book, visit: Visit, before: MemberState) -> None:
-    """Signup, birthday, milestone and referral bonuses; not subject to the caps."""
+    """Signup, birthday, milestone, referral and offered (win-back) bonuses; not subject to the caps."""
     bonuses, member, cause = book.program.bonuses, visit.member, visit.id
     first_visit = before.visits == 0
     if first_visit and bonuses.signup:
@@ -306,10 +313,14 @@ def _gifts(book: _Book, visit: Visit, before: MemberState) -> None:
         if referral.referrer:
             book.add(Entry(BONUS, referred_by, referral.referrer, "referral-bonus:referrer", cause,
                            detail={"referee": member}))
+    offer = before.offer  # from the hub's ledger (a win-back message); its grant closes it (state.apply)
+    if offer is not None and offer.bonus > 0 and local(book.now, book.program.zone).date() <= offer.expires:
+        book.add(Entry(BONUS, member, offer.bonus, WINBACK_RULE, cause, detail={"offer": offer.id}))
 
 
 def ready_rewards(state: MemberState, now: datetime, program: Program) -> tuple[str, ...]:
     """Rewards the member can redeem now (affordable, allowed for their tier), catalogue order."""
+    program = for_member(program, state.member, now)  # a reward's cost may be an A/B test's variant
     tier = (state.tier or "").lower()
     return tuple(r.id for r in program.rewards
                  if state.balance >= r.cost and (r.tiers is None or tier in {t.lower() for t in r.tiers}))

@@ -16,14 +16,16 @@ _PHRASES = {
            "referral-bonus:referee": "joined through a friend", "referral-bonus:referrer": "brought a friend",
            "inactivity-expiry": "expired after inactivity", "reward-expiry": "{arg} expired unused",
            "reward": "redeemed: {arg}", "tier": "tier now {arg}", "tier-multiplier": "{arg} tier bonus",
-           "spend-bonus": "spent {arg} or more", "campaign": "{arg}", "manual-adjustment": "correction by the shop"},
+           "spend-bonus": "spent {arg} or more", "campaign": "{arg}", "manual-adjustment": "correction by the shop",
+           "winback-bonus": "welcome-back bonus", "winback-offer": "welcome-back offer"},
     "de": {"visit": "Besuch", "base-rate": "pro Besuch", "signup-bonus": "Willkommensbonus",
            "birthday-bonus": "Geburtstagsbonus", "milestone": "Meilenstein: {arg}. Besuch",
            "referral-bonus:referee": "über eine Empfehlung beigetreten",
            "referral-bonus:referrer": "Freund geworben", "inactivity-expiry": "verfallen nach Inaktivität",
            "reward-expiry": "{arg} ungenutzt verfallen", "reward": "eingelöst: {arg}", "tier": "Stufe jetzt {arg}",
            "tier-multiplier": "Bonus der Stufe {arg}", "spend-bonus": "ab {arg} Einkauf",
-           "campaign": "{arg}", "manual-adjustment": "Korrektur durch den Laden"},
+           "campaign": "{arg}", "manual-adjustment": "Korrektur durch den Laden",
+           "winback-bonus": "Willkommen-zurück-Bonus", "winback-offer": "Willkommen-zurück-Angebot"},
 }
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError,
+                      field_validator, model_validator)
 
 from kiosk.protocol.ids import ID_PATTERN
 from kiosk.common.tomlfile import explain, read_toml
@@ -284,6 +285,77 @@ class FeedbackPatterns(_Doc):
         return getattr(self, outcome)
 
 
+EXPERIMENT_BONUSES = ("signup", "per_visit")
+"""The bonuses an experiment may vary: ``bonuses.signup`` and ``earning.per_visit`` (stamps)."""
+
+
+class Variant(_Doc):
+    """One arm of an experiment: the value its members get instead of the programme's."""
+
+    id: str
+    value: StrictInt | StrictStr = Field(description="a bonus or a reward cost (whole number), or a message "
+                                                     "template key (text)")
+
+    _id = field_validator("id")(_check_id)
+
+
+class Experiment(_Doc):
+    """``[[experiments]]``: an A/B test of one parameter; members are assigned by kiosk/rules/experiments.py.
+
+    From ``started`` (the shop's local date) an enrolled member gets their variant's value; from
+    ``ended`` on, everyone gets the ``winner``'s value, or the programme's own without a winner.
+    """
+
+    id: str
+    name: str = Field(min_length=1, max_length=60)
+    varies: Literal["bonus", "reward", "message"]
+    target: str = Field(description="bonus: 'signup' or 'per_visit'; reward: the reward's id; "
+                                    "message: the automation's trigger, e.g. 'winback'")
+    variants: tuple[Variant, ...] = Field(min_length=2, max_length=6)
+    share: float = Field(1.0, gt=0, le=1,
+                         description="fraction of members enrolled; the rest get the programme's value")
+    started: date
+    ended: date | None = None
+    winner: str | None = None
+
+    _id = field_validator("id")(_check_id)
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Experiment":
+        ids = [v.id for v in self.variants]
+        if len(set(ids)) != len(ids):
+            raise ValueError("variants: two variants have the same id; name them e.g. 'a' and 'b'")
+        if self.winner is not None and self.winner not in ids:
+            raise ValueError(f"winner: {self.winner!r} is not one of the variants ({', '.join(ids)})")
+        if self.winner is not None and self.ended is None:
+            raise ValueError("winner: set 'ended' too (the day the winner applies to everyone)")
+        if self.ended is not None and self.ended < self.started:
+            raise ValueError("ended is before started; the experiment would never run")
+        if self.varies == "bonus" and self.target not in EXPERIMENT_BONUSES:
+            raise ValueError(f"target: a bonus experiment varies one of {', '.join(EXPERIMENT_BONUSES)}, "
+                             f"not {self.target!r}")
+        if self.varies != "bonus":
+            _check_id(self.target)
+        for i, variant in enumerate(self.variants):
+            self._check_value(f"variants.{i}.value", variant.value)
+        return self
+
+    def _check_value(self, where: str, value: int | str) -> None:
+        if self.varies == "message":
+            if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+                raise ValueError(f"{where}: a message variant names a template key such as 'winback-short'")
+            return
+        if not isinstance(value, int):
+            raise ValueError(f"{where}: {value!r} is not a whole number of stamps or points")
+        low, high = {"signup": (0, MAX_DELTA), "per_visit": (0, 100)}.get(self.target, (1, MAX_DELTA)) \
+            if self.varies == "bonus" else (1, MAX_DELTA)
+        if not low <= value <= high:
+            raise ValueError(f"{where}: {value} is outside {low}..{high:,} for {self.varies} {self.target!r}")
+
+    def variant(self, variant_id: str) -> Variant:
+        return next(v for v in self.variants if v.id == variant_id)
+
+
 class Program(_Doc):
     """A merchant's loyalty programme."""
 
@@ -298,6 +370,7 @@ class Program(_Doc):
     limits: Limits = Limits(cooldown_minutes=60)
     expiry: Expiry = Expiry()
     feedback: FeedbackPatterns = FeedbackPatterns()
+    experiments: tuple[Experiment, ...] = ()
 
     @field_validator("timezone")
     @classmethod
@@ -329,7 +402,28 @@ class Program(_Doc):
         if self.earning.type == "stamps" and self.earning.per_visit == 0 and not self.campaigns and not self.bonuses.signup:
             raise ValueError("earning.per_visit: 0 stamps per visit and no bonuses; no reward can be reached")
         self._one_scan_fits()
+        self._experiments_fit()
         return self
+
+    def _experiments_fit(self) -> None:
+        """Each experiment varies something this programme has, and no parameter is varied by two."""
+        ids = [e.id for e in self.experiments]
+        if len(set(ids)) != len(ids):
+            raise ValueError("experiments: ids must be unique")
+        varied: dict[tuple[str, str], str] = {}
+        for e in self.experiments:
+            where = f"experiments[{e.id}]"
+            if e.varies == "reward" and self.reward(e.target) is None:
+                raise ValueError(f"{where}.target: no reward {e.target!r} (rewards are: "
+                                 f"{', '.join(r.id for r in self.rewards)})")
+            if e.varies == "bonus" and e.target == "per_visit" and self.earning.type != "stamps":
+                raise ValueError(f"{where}.target: per_visit applies to stamp cards; this programme earns points")
+            if e.ended is not None and e.winner is None:
+                continue  # over, nothing kept: it varies nothing any more
+            other = varied.setdefault((e.varies, e.target), e.id)
+            if other != e.id:
+                raise ValueError(f"{where}: experiment {other!r} already varies {e.varies} {e.target!r}; "
+                                 "end one of them, or write its winner into the programme first")
 
     def _one_scan_fits(self) -> None:
         """A purchase of a sensible size must earn no more than one ledger entry can hold, or the

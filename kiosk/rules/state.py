@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from kiosk.rules.calendar import local
+from kiosk.rules.experiments import for_member
 from kiosk.rules.program import Program
 
 VISIT = "visit"            # a credited visit (delta 0; carries the amount)
@@ -24,8 +25,11 @@ TIER_CHANGE = "tier_change"  # delta 0; detail has from, to and the reason
 ADJUST = "adjust"          # a manual correction by the owner at the hub (± delta; detail: by, note)
 PROFILE = "profile"        # what the engine knows of a member beyond the pass (delta 0; detail:
                            # birthday "MM-DD" and referred_by, each optional; an empty one erases)
+OFFER = "offer"            # a bonus the hub offers a member for their next visit (delta 0; detail:
+                           # bonus, expires "YYYY-MM-DD" (the last local day), offer id); the win-back
+WINBACK_RULE = "winback-bonus"  # the BONUS entry that grants an offer (detail: offer id)
 
-KINDS = (VISIT, EARN, BONUS, REDEEM, EXPIRE, TIER_CHANGE, ADJUST, PROFILE)
+KINDS = (VISIT, EARN, BONUS, REDEEM, EXPIRE, TIER_CHANGE, ADJUST, PROFILE, OFFER)
 
 # The engine remembers this many recent event ids per member to ignore a re-delivered event;
 # older re-deliveries are stopped by the ledgers' unique event ids. Bounded so a scan costs
@@ -47,6 +51,16 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Offer:
+    """A bonus the hub put on the ledger for the member's next credited visit up to ``expires``
+    (a local date, inclusive); granted once, then closed by its ``winback-bonus`` entry."""
+
+    id: str
+    bonus: int
+    expires: date
+
+
+@dataclass(frozen=True)
 class MemberState:
     """Everything the engine needs about one member; a pure fold of their ledger."""
 
@@ -64,12 +78,14 @@ class MemberState:
     birthday_credited: date | None = None
     birthday: tuple[int, int] | None = None  # (month, day) from the member's latest profile
     referred_by: str | None = None            # from the member's latest profile
+    offer: Offer | None = None                # the open offer (the latest OFFER entry, until granted)
     affordable_since: tuple[tuple[str, datetime], ...] = ()
     applied: tuple[str, ...] = ()  # ids of the last APPLIED_MEMORY visits and redemptions
 
 
 def apply(state: MemberState, entry: Entry, at: datetime, program: Program) -> MemberState:
     """The state after one more entry, recorded at *at*."""
+    program = for_member(program, state.member, at)  # the member's A/B variants (reward costs)
     changes: dict = {}
     if entry.kind == VISIT:
         amount = Decimal(entry.detail.get("amount") or 0)
@@ -90,6 +106,12 @@ def apply(state: MemberState, entry: Entry, at: datetime, program: Program) -> M
         changes = dict(birthday=month_day(entry.detail.get("birthday")), referred_by=entry.detail.get("referred_by"))
     elif entry.kind == BONUS and entry.rule == "birthday-bonus":
         changes = dict(birthday_credited=date.fromisoformat(entry.detail["occurrence"]))
+    elif entry.kind == OFFER:
+        changes = dict(offer=Offer(entry.detail["offer"], int(entry.detail["bonus"]),
+                                   date.fromisoformat(entry.detail["expires"])))
+    elif entry.kind == BONUS and entry.rule == WINBACK_RULE and state.offer is not None:
+        if state.offer.id == entry.detail.get("offer"):  # a newer offer stays open
+            changes = dict(offer=None)
     if entry.delta:
         balance = state.balance + entry.delta
         changes.update(balance=balance, affordable_since=_affordable(state, balance, at, entry, program))

@@ -1,0 +1,143 @@
+"""The win-back's bonus offer and its held-out control group (issue 11, items 1 and 6).
+
+* **Control group.** A share (``[automations] control_share``) of the win-backs due is held out:
+  no message, no offer. Which ones is decided by a hash of member, trigger and occasion, so
+  every worker and every sweep agrees, and a member held out of one lapse may be messaged in
+  the next. The decision is recorded like a send, as ``control`` rows (outbox.record): as
+  durable and once-only as a message, never claimed, never sent. The lift
+  (cloud/metrics/lift.py) compares these members with those who were sent one.
+* **Offer.** Every other new win-back decision puts an ``offer`` entry on the merchant's ledger
+  (detail: bonus, expires — the last local day —, offer id) from the hub's reserved kiosk id,
+  through the ingest path a kiosk's events take (as members.send_profile does). It travels to
+  every kiosk on the ledger stream; the engine folds it into the member's state and grants it
+  as a ``winback-bonus`` entry at the next credited visit up to its expiry, once. The kiosk
+  asks the hub nothing.
+
+Order of commits: the offer is stored *before* the decision's message rows, with an event id
+and ledger id derived from (merchant, member, occasion). A crash in between, or two workers at
+once, store the same entry again, and the hub keeps it once (a duplicate of the same ledger
+position). Only decisions without a row yet get an offer, so a lapse that goes on for weeks
+costs one ingest, not one per sweep. The e-mail's words come from the member's card at sending
+time (compose.values), so a message mentions the bonus only if the offer is on the ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection, Engine
+
+from cloud.automations.outbox import occasion_of
+from cloud.automations.triggers import WINBACK, Due, Rules
+from cloud.events import EventStore
+from cloud.members import HUB_KIOSK
+from cloud.models import Message
+from kiosk.common.errors import ConfigError
+from kiosk.protocol import topics
+from kiosk.protocol.messages import EventBatch, WireEvent
+from kiosk.rules.program import Program
+from kiosk.rules.state import OFFER, MemberState
+
+log = logging.getLogger(__name__)
+
+OFFER_RULE = "winback-offer"
+_NAMESPACE = uuid.UUID("4f1b7a52-53c5-4c1e-9d0e-5b7d2f0a9c11")  # Stempel's win-back offers
+_CHUNK = 500  # member ids per IN list
+
+
+def held_out(member: str, trigger: str, occasion: str, share: float) -> bool:
+    """Whether this decision belongs to the control group: the first 8 bytes of SHA-256 over
+    member, trigger and occasion, as a fraction of 2**64, below *share*."""
+    if share <= 0:
+        return False
+    digest = hashlib.sha256(f"{member}\x1f{trigger}\x1f{occasion}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def split(dues: Sequence[Due], share: float) -> tuple[list[Due], list[Due]]:
+    """(to message, held out): only win-backs are ever held out."""
+    send, held = [], []
+    for d in dues:
+        (held if d.trigger == WINBACK and held_out(d.member_id, d.trigger, d.occasion, share) else send).append(d)
+    return send, held
+
+
+def offer_id(occasion: str) -> str:
+    """The offer of the lapse that began after the visit of local day *occasion*."""
+    return f"winback:{occasion}"
+
+
+def undecided(conn: Connection, merchant: str, dues: Sequence[Due]) -> list[Due]:
+    """The win-backs of *dues* with no message row yet (on any channel, held out or not)."""
+    winbacks = [d for d in dues if d.trigger == WINBACK]
+    members = sorted({d.member_id for d in winbacks})
+    decided: set[tuple[str, str]] = set()
+    for i in range(0, len(members), _CHUNK):
+        rows = conn.execute(select(Message.member_id, Message.occasion).where(
+            Message.merchant_id == merchant, Message.trigger == WINBACK,
+            Message.member_id.in_(members[i:i + _CHUNK])))
+        decided.update((member, occasion_of(occasion)) for member, occasion in rows)
+    return [d for d in winbacks if (d.member_id, d.occasion) not in decided]
+
+
+def to_offer(conn: Connection, merchant: str, dues: Sequence[Due], rules: Rules) -> list[Due]:
+    """The win-backs of *dues* that get an offer now: a bonus is configured, not held out, not
+    decided before."""
+    if rules.winback_bonus <= 0:
+        return []
+    send, _ = split([d for d in dues if d.trigger == WINBACK], rules.control_share)
+    return undecided(conn, merchant, send)
+
+
+def last_day(now: datetime, zone: ZoneInfo, days: int) -> date:
+    """The offer's last valid local day: *days* days after today in the shop's *zone*."""
+    return now.astimezone(zone).date() + timedelta(days=days)
+
+
+def offer_event(merchant: str, due: Due, bonus: int, expires: date, now: datetime) -> tuple[str, WireEvent]:
+    """(ledger id, event) of *due*'s offer; both derived from (merchant, member, occasion), so
+    storing it twice stores it once."""
+    name = uuid.uuid5(_NAMESPACE, f"{merchant}/{due.member_id}/{due.occasion}")
+    event = WireEvent(event_id=str(name), kiosk_seq=1, occurred_at=now, mono_ns=0, boot_id=HUB_KIOSK, kind=OFFER,
+                      member=due.member_id, rule=OFFER_RULE,
+                      detail={"bonus": bonus, "expires": expires.isoformat(), "offer": offer_id(due.occasion)})
+    return name.hex, event
+
+
+def put_offers(engine: Engine, merchant: str, dues: Sequence[Due], now: datetime, rules: Rules,
+               zone: ZoneInfo) -> int:
+    """Store an offer entry per due win-back (the hub's clock is *now*); how many were new.
+    Raises ConfigError if the hub refuses one (nothing of the sweep is recorded then)."""
+    if not dues:
+        return 0
+    store = EventStore(engine, clock=lambda: now)
+    expires = last_day(now, zone, rules.winback_bonus_days)
+    new = 0
+    for due in dues:
+        ledger_id, event = offer_event(merchant, due, rules.winback_bonus, expires, now)
+        batch = EventBatch(ledger_id=ledger_id, events=[event]).model_dump_json(by_alias=True).encode()
+        stored = store.ingest(topics.events(merchant, HUB_KIOSK), batch)
+        if stored.dead_letter or stored.rejected:
+            raise ConfigError(f"the hub refused the win-back offer for {due.member_id}: "
+                              f"{stored.dead_letter or 'see the dead letters'}")
+        new += stored.new
+    log.info("automations.offers", extra={"merchant": merchant, "offers": len(dues), "new": new})
+    return new
+
+
+DATE_FORMAT = {"de": "%d.%m.%Y", "en": "%d %b %Y"}  # as card_extras writes a date
+
+
+def offer_values(state: MemberState, program: Program, now: datetime, language: str) -> dict[str, str]:
+    """``$bonus`` and ``$bonus_until`` of the member's open offer at *now* (the last day, local),
+    or nothing: templates.render adds the offer's paragraph to a win-back only with them."""
+    offer = state.offer
+    if offer is None or now.astimezone(program.zone).date() > offer.expires:
+        return {}
+    return {"bonus": str(offer.bonus), "bonus_until": offer.expires.strftime(DATE_FORMAT.get(language, "%d %b %Y"))}

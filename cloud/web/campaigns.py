@@ -1,0 +1,158 @@
+"""The owner's campaign pages: write an announcement (English and/or German), pick a segment,
+preview it as a chosen member will get it (their real card: name, balance, link), send a test
+to the owner's own address through the hub's SMTP server, then send it to the segment.
+
+Owners only (staff cannot write to every customer); a campaign or member of another merchant is
+a 404; every form carries the CSRF token. Sending records the message rows (campaigns.plan); the
+automations worker delivers them under consent, weekly cap and quiet hours like any message.
+"""
+
+from __future__ import annotations
+
+import secrets
+from email.utils import parseaddr
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+
+from cloud import members
+from cloud.automations import compose, segments, templates
+from cloud.automations.campaigns import CAMPAIGN, Campaign, CampaignStore, mark_sent, new_campaign, plan
+from cloud.automations.mailer import DeliveryError, SmtpChannel
+from cloud.models import Member, Message
+from cloud.programs import program_of
+from cloud.web import context
+from cloud.web.context import login_required
+from cloud.web.secret import secret_key
+from kiosk.common.errors import ConfigError
+
+bp = Blueprint("campaigns", __name__, url_prefix="/owner/campaigns")
+OWNER = ("owner",)
+
+
+def _store() -> CampaignStore:
+    return CampaignStore(context.hub().data_dir)
+
+
+def _campaign(campaign_id: str) -> Campaign:
+    found = _store().get(context.account().merchant, campaign_id)
+    if found is None:
+        abort(404)
+    return found
+
+
+def _words() -> dict[str, tuple[str, str]]:
+    return {lang: (request.form.get(f"subject_{lang}", "")[:1000], request.form.get(f"body_{lang}", "")[:10000])
+            for lang in templates.LANGUAGES}
+
+
+@bp.route("/", methods=["GET", "POST"])
+@login_required(OWNER)
+def index():
+    hub, who = context.hub(), context.account()
+    program = program_of(hub.engine, who.merchant)
+    if request.method == "POST":
+        try:
+            made = new_campaign(who.merchant, request.form.get("segment", ""), request.form.get("tier") or None,
+                                _words(), program, who.login, context.now())
+        except ConfigError as exc:
+            flash(str(exc), "error")
+        else:
+            _store().save(made)
+            flash("Campaign saved. Preview it with a member, send yourself a test, then send it.", "ok")
+            return redirect(url_for(".show", campaign_id=made.id))
+    return render_template("campaigns.html", campaigns=_store().list(who.merchant), labels=segments.LABELS,
+                           tiers=[t.name for t in program.tiers.levels] if program.tiers else [],
+                           form=request.form)
+
+
+def _preview_member(merchant: str) -> Member | None:
+    """The member named by ``?member=`` / the form's ``member``, if one of this merchant's."""
+    member_id = (request.values.get("member") or "").strip()[:40]
+    if not member_id:
+        return None
+    row = members.get_member(context.hub().engine, merchant, member_id)
+    if row is None or row.erased_at is not None:
+        flash(f"No member {member_id!r} here: give the id of one of your members (Members page).", "error")
+        return None
+    return row
+
+
+def _render(campaign: Campaign, member: Member) -> templates.Rendered:
+    """*campaign* as *member* gets it now: their card's values, their language."""
+    hub = context.hub()
+    filled, language = compose.values(hub.engine, hub.keys, secret_key(hub.data_dir), member, context.now())
+    return templates.render(CAMPAIGN, language, filled, campaign.text(language))
+
+
+@bp.route("/<campaign_id>")
+@login_required(OWNER)
+def show(campaign_id: str):
+    campaign = _campaign(campaign_id)
+    member = _preview_member(campaign.merchant)
+    try:
+        preview = _render(campaign, member) if member is not None else None
+    except ConfigError as exc:
+        preview = None
+        flash(f"Cannot write the preview: {exc}", "error")
+    return render_template("campaign.html", campaign=campaign, member=member, preview=preview,
+                           label=segments.LABELS[campaign.segment], login=context.account().login)
+
+
+@bp.route("/<campaign_id>/test", methods=["POST"])
+@login_required(OWNER)
+def test(campaign_id: str):
+    """Send the preview for the chosen member to the signed-in owner's own address."""
+    campaign, who = _campaign(campaign_id), context.account()
+    member = _preview_member(campaign.merchant)
+    address = parseaddr(who.login)[1]
+    back = redirect(url_for(".show", campaign_id=campaign.id, member=member.id if member else None))
+    if member is None:
+        flash("Choose a member to write the test with.", "error")
+        return back
+    if "@" not in address or not address.partition("@")[2]:
+        flash(f"Your login {who.login!r} is no e-mail address; sign in with one to get test messages.", "error")
+        return back
+    hub, now = context.hub(), context.now()
+    try:
+        filled, language = compose.values(hub.engine, hub.keys, secret_key(hub.data_dir), member, now)
+        row = Message(id=0, trigger=CAMPAIGN, occasion=campaign.id)
+        out = compose.email(row, member, hub.config.smtp.sender or address, filled, language, now,
+                            campaign.text(language))
+        del out["To"], out["Message-ID"]
+        out["To"] = address
+        out["Message-ID"] = f"<stempel-0.test-{secrets.token_hex(6)}@{address.partition('@')[2]}>"
+        subject = out["Subject"]
+        del out["Subject"]
+        out["Subject"] = f"[Test] {subject}"
+        channel = SmtpChannel.from_config(hub.config.smtp)
+        try:
+            channel.connect()
+            channel.send(out)
+        finally:
+            channel.close()
+    except (ConfigError, DeliveryError) as exc:
+        flash(f"The test was not sent: {exc}", "error")
+    else:
+        flash(f"Test sent to {address} with {member.name or member.id}'s card.", "ok")
+    return back
+
+
+@bp.route("/<campaign_id>/send", methods=["POST"])
+@login_required(OWNER)
+def send(campaign_id: str):
+    campaign, who = _campaign(campaign_id), context.account()
+    if campaign.sent_at is not None:
+        flash("This campaign was sent already; write a new one for another announcement.", "error")
+        return redirect(url_for(".show", campaign_id=campaign.id))
+    hub, now = context.hub(), context.now()
+    try:
+        done = plan(hub.engine, campaign, program_of(hub.engine, campaign.merchant), now,
+                    hub.config.automations.channels)
+    except ConfigError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for(".show", campaign_id=campaign.id))
+    mark_sent(_store(), campaign, done, who.login, now)
+    flash(f"{done.in_segment} member(s) in the segment, {done.reachable} agreed to news: "
+          f"{sum(done.recorded.values())} message(s) queued; the automations worker sends them "
+          "(weekly cap and quiet hours apply).", "ok")
+    return redirect(url_for(".show", campaign_id=campaign.id))

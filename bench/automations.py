@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import sqlite3
 import sys
 import tempfile
 import time
@@ -34,13 +33,13 @@ from collections import Counter
 from pathlib import Path
 
 import click
-from sqlalchemy import event, text, update
+from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.dashboard import database, machine  # noqa: E402
-from bench.ledgerload import END, MERCHANT, Shape, generate, write_postgres, write_sqlite  # noqa: E402
+from bench.ledgerload import END, MERCHANT, Shape, generate, query_plans, write_postgres, write_sqlite  # noqa: E402
 from cloud.automations import planner, planner_more, triggers  # noqa: E402
 from cloud.automations.triggers import ALMOST, Goal  # noqa: E402
 from cloud.config import AutomationsSection  # noqa: E402
@@ -132,29 +131,8 @@ def planned(url: str) -> dict[str, int]:
 
 def explain(url: str, settings: AutomationsSection) -> list[str]:
     """Each SELECT of a sweep with its plan (EXPLAIN QUERY PLAN / EXPLAIN ANALYZE)."""
-    engine = make_engine(url)
-    seen: list[tuple[str, object]] = []
-    event.listen(engine, "before_cursor_execute", lambda c, cur, sql, params, ctx, many: seen.append((sql, params)))
-    try:
-        planner.plan(engine, MERCHANT, END, planner.rules_of(settings), ["email"], more=planner_more.rules_of(settings))
-    finally:
-        engine.dispose()
-    statements = [(s, p) for s, p in seen if s.lstrip().upper().startswith("SELECT")]
-    out = []
-    if url.startswith("sqlite"):
-        db = sqlite3.connect(url.removeprefix("sqlite:///"))
-        for sql, params in statements:
-            rows = db.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
-            out.append(" ".join(sql.split())[:200] + "\n    " + "\n    ".join(r[3] for r in rows))
-        db.close()
-        return out
-    engine = make_engine(url)
-    with engine.connect() as conn:
-        for sql, params in statements:
-            rows = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + sql, params).all()
-            out.append(" ".join(sql.split())[:200] + "\n    " + "\n    ".join(r[0] for r in rows))
-    engine.dispose()
-    return out
+    return query_plans(url, lambda engine: planner.plan(engine, MERCHANT, END, planner.rules_of(settings), ["email"],
+                                                        more=planner_more.rules_of(settings)))
 
 
 def run(backends: list[str], seed: int, shape: Shape, show_plans: bool) -> tuple[dict, list[dict]]:

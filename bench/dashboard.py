@@ -41,11 +41,10 @@ from pathlib import Path
 import click
 import numpy as np
 import psycopg
-from sqlalchemy import event
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.ledgerload import END, MERCHANT, Shape, generate, write_postgres, write_sqlite  # noqa: E402
+from bench.ledgerload import END, MERCHANT, Shape, generate, query_plans, write_postgres, write_sqlite  # noqa: E402
 from cloud.db import make_engine, open_store  # noqa: E402
 from cloud.metrics.dashboard import Dashboard, dashboard  # noqa: E402
 from kiosk.rules import load_program  # noqa: E402
@@ -145,30 +144,8 @@ def measure(url: str, days: int, program, runs: int) -> dict:
 def explain_plans(url: str, program) -> list[str]:
     """The plan of every statement of a 30-day dashboard: EXPLAIN QUERY PLAN on SQLite, EXPLAIN
     ANALYZE on PostgreSQL."""
-    engine = make_engine(url)
-    statements: list[tuple[str, object]] = []
-    event.listen(engine, "before_cursor_execute",
-                 lambda conn, cursor, sql, params, context, many: statements.append((sql, params)))
-    try:
-        dashboard(engine, MERCHANT, END - timedelta(days=30), END, program=program)
-    finally:
-        engine.dispose()
-    statements = [(s, p) for s, p in statements if s.lstrip().upper().startswith("SELECT")]
-    out = []
-    if url.startswith("sqlite"):
-        db = sqlite3.connect(url.removeprefix("sqlite:///"))
-        for sql, params in statements:
-            out.append(" ".join(sql.split())[:160] + "\n    " +
-                       "\n    ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)))
-        db.close()
-        return out
-    engine = make_engine(url)
-    with engine.connect() as conn:
-        for sql, params in statements:
-            rows = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + sql, params).all()
-            out.append(" ".join(sql.split())[:160] + "\n    " + "\n    ".join(r[0] for r in rows))
-    engine.dispose()
-    return out
+    return query_plans(url, lambda engine: dashboard(engine, MERCHANT, END - timedelta(days=30), END, program=program),
+                       width=160)
 
 
 def _size(backend: str, target: str) -> float:

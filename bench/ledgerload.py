@@ -17,7 +17,7 @@ import math
 import random
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -172,3 +172,35 @@ def write_postgres(dsn: str, ledger: Ledger) -> None:
                     copy.write_row(e[:12] + (json.dumps(e[12]),) + e[13:])
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
+
+
+def query_plans(url: str, work: Callable, width: int = 200) -> list[str]:
+    """Run *work(engine)* on a fresh engine for *url* and return each SELECT it sent with its plan:
+    EXPLAIN QUERY PLAN on SQLite, EXPLAIN (ANALYZE, BUFFERS) on PostgreSQL (the benches' --explain)."""
+    from sqlalchemy import event
+
+    from cloud.db import make_engine
+
+    engine = make_engine(url)
+    seen: list[tuple[str, object]] = []
+    event.listen(engine, "before_cursor_execute", lambda c, cur, sql, params, ctx, many: seen.append((sql, params)))
+    try:
+        work(engine)
+    finally:
+        engine.dispose()
+    statements = [(s, p) for s, p in seen if s.lstrip().upper().startswith("SELECT")]
+    out = []
+    if url.startswith("sqlite"):
+        db = sqlite3.connect(url.removeprefix("sqlite:///"))
+        for sql, params in statements:
+            rows = db.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+            out.append(" ".join(sql.split())[:width] + "\n    " + "\n    ".join(r[3] for r in rows))
+        db.close()
+        return out
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        for sql, params in statements:
+            rows = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + sql, params).all()
+            out.append(" ".join(sql.split())[:width] + "\n    " + "\n    ".join(r[0] for r in rows))
+    engine.dispose()
+    return out

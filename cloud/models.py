@@ -312,6 +312,42 @@ class Message(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(80))
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the send began (then finished)
+    opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # first card visit from its link
+
+
+class MessageText(Base):
+    """The owner's words for a trigger (``key`` = the trigger) or an A/B test's message variant
+    (``key`` = the variant's template key) in one language; without a row the built-in words of
+    cloud/automations/templates.py apply."""
+
+    __tablename__ = "message_texts"
+    __table_args__ = (UniqueConstraint("merchant_id", "key", "language", name="uq_message_texts_key"),)
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(32))
+    language: Mapped[str] = mapped_column(String(2))
+    subject: Mapped[str] = mapped_column(String(150))
+    body: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_by: Mapped[str] = mapped_column(String(254))
+
+
+class CampaignRow(Base):
+    """An owner's announcement to a segment (cloud/automations/campaigns.py): ``texts`` maps a
+    language to ``{"subject", "body"}``."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (Index("campaigns_merchant", "merchant_id", "created_at"),)
+    id: Mapped[str] = mapped_column(String(20), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(String(32))
+    segment: Mapped[str] = mapped_column(String(24))
+    tier: Mapped[str | None] = mapped_column(String(32))
+    texts: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(254))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    planned: Mapped[int] = mapped_column(Integer, default=0)
+    sent_by: Mapped[str | None] = mapped_column(String(254))
 
 
 # -- NPS: one answer per member per quarter (cloud/nps.py) ------------------------------------------

@@ -17,6 +17,7 @@ from cloud.programs import program_of
 from kiosk.protocol.event import Event, engine_entry, from_hub
 from kiosk.rules import MemberState, Program, fold, ready_rewards
 from kiosk.rules.engine import next_goal, tier_at
+from kiosk.rules.experiments import for_member
 from kiosk.rules.explain import describe
 from kiosk.rules.state import VISIT
 
@@ -94,6 +95,7 @@ def card(engine: Engine, member: Member, now: datetime, program: Program | None 
     program = program or program_of(engine, member.merchant_id)
     events = member_events(engine, member.merchant_id, member.id)
     state = fold(member.id, ((engine_entry(e), e.occurred_at) for e in events), program)
+    program = for_member(program, member.id, now)  # what the member sees: their A/B variants' costs
     tier, value = tier_at(state, now, program)
     language = member.language or program.language
     lines = [Line(e.occurred_at, e.kind, e.delta, e.rule or "", describe(engine_entry(e), program, language),

@@ -304,7 +304,7 @@ class Kiosk:
         state = self.ledger.member_state(member, self.program)
         log.info("kiosk.undone", extra={"kind": candidate.target.kind, "event_id": candidate.target.event_id})
         return ScanResult("undo", UNDONE, reason=f"{candidate.what} taken back",
-                          member=member, balance=state.balance, goal=next_goal(state, self.program),
+                          member=member, balance=state.balance, goal=next_goal(state, self.program, at.wall),
                           unit=self.program.unit, earned=sum(e.delta for e in events if e.member == member),
                           event_ids=[e.event_id for e in events])
 

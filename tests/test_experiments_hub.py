@@ -266,3 +266,26 @@ def test_end_and_keep_the_winner_publishes_the_next_version(site, broker):
     again = site.post(owner, page, f"{page}/end", winner="a")
     assert again.status_code == 302 and "already ended" in owner.get(page).get_data(as_text=True)
     assert programs.current(site.hub.engine, "cafe").version == 2
+
+
+def test_the_card_shows_the_members_own_reward_cost(web):
+    """A member in the arm where the coffee costs 3 reads "of 3" on their card, and the card's
+    programme is theirs (the reward list the page shows); the other arm still reads "of 10"."""
+    from sqlalchemy.orm import Session
+
+    from cloud import cards
+    from cloud.models import Member as MemberRow
+    cost = PROGRAMME.replace('id = "signup-size"\nname = "Signup bonus 2 or 5"\nvaries = "bonus"\ntarget = "signup"',
+                             'id = "cost"\nname = "Coffee for 3"\nvaries = "reward"\ntarget = "free-coffee"') \
+        .replace("value = 2", "value = 10").replace("value = 5", "value = 3")
+    prog = parse_program(tomllib.loads(cost))
+    exp = prog.experiments[0]
+    ids = {v: next(m for m in (f"m{i:03d}" for i in range(200)) if assign(exp, m) == v) for v in ("a", "b")}
+    with Session(web.hub.engine) as session:
+        session.add_all([MemberRow(id=m, merchant_id="cafe", name="Anna") for m in ids.values()])
+        session.commit()
+        rows = {v: session.get(MemberRow, m) for v, m in ids.items()}
+        session.expunge_all()
+    b, a = (cards.card(web.hub.engine, rows[v], NOW, prog) for v in ("b", "a"))
+    assert (b.goal, b.remaining, [r.cost for r in b.program.rewards]) == (3, 3, [3])
+    assert (a.goal, a.remaining, [r.cost for r in a.program.rewards]) == (10, 10, [10])

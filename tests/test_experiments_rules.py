@@ -11,7 +11,8 @@ import pytest
 
 from kiosk.common.errors import ConfigError
 from kiosk.protocol.event_schema import check_detail
-from kiosk.rules import Outcome, parse_program
+from kiosk.rules import MemberState, Outcome, parse_program
+from kiosk.rules.engine import next_goal
 from kiosk.rules.experiments import (BLOCKS, K, arm_of_slot, assign, block_arms, enrolled, for_member, message_for,
                                      slot)
 
@@ -190,3 +191,14 @@ def test_a_message_variant_changes_no_entry_and_tells_the_automations_the_templa
     assert message_for(prog, b, "winback", date(2026, 11, 2)).value == "winback-short"
     assert message_for(prog, b, "birthday", date(2026, 11, 2)) is None
     assert message_for(prog, b, "winback", date(2026, 10, 31)) is None  # not started
+
+
+def test_the_goal_a_member_sees_is_their_variants_cost():
+    """The card, the kiosk's undo screen and the staff screen ask next_goal with the time: a member
+    whose arm makes the coffee cost 3 is shown "of 3", not the programme's 10."""
+    prog = parse_program(programme(COST, bonuses={"signup": 0}))
+    b, a = member_in(prog, "cost", "b"), member_in(prog, "cost", "a")
+    assert next_goal(MemberState(b, balance=1), prog, DAY) == 3
+    assert next_goal(MemberState(a, balance=1), prog, DAY) == 10
+    assert next_goal(MemberState(b, balance=1), prog) == 10  # no time, no variant: the programme as given
+    assert next_goal(MemberState(b, balance=1), prog, DAY - timedelta(days=5)) == 10  # before the test began

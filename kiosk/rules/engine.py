@@ -326,9 +326,10 @@ def ready_rewards(state: MemberState, now: datetime, program: Program) -> tuple[
                  if state.balance >= r.cost and (r.tiers is None or tier in {t.lower() for t in r.tiers}))
 
 
-def next_goal(state: MemberState, program: Program) -> int:
-    """The cost to aim for: the cheapest reward not yet affordable, else the dearest one."""
-    costs = sorted(r.cost for r in program.rewards)
+def next_goal(state: MemberState, program: Program, now: datetime | None = None) -> int:
+    """The cost to aim for: the cheapest reward not yet affordable, else the dearest one; at *now*
+    a reward's cost is the member's A/B variant's (without *now*, the programme's as given)."""
+    costs = sorted(r.cost for r in for_member(program, state.member, now).rewards)
     return next((c for c in costs if c > state.balance), costs[-1])
 
 
@@ -336,6 +337,6 @@ def _decision(book: _Book, outcome: Outcome, **extra) -> Decision:
     state, program = book.state, book.program
     ready = ready_rewards(state, book.now, program)
     reward = extra.pop("reward", None) or (ready[0] if ready else None)
-    feedback = Feedback(outcome, state.member, state.balance, program.unit, goal=next_goal(state, program),
+    feedback = Feedback(outcome, state.member, state.balance, program.unit, goal=next_goal(state, program, book.now),
                         tier=state.tier, rewards_ready=ready, reward=reward, **extra)
     return Decision(tuple(book.entries), feedback, state)

@@ -141,7 +141,7 @@ def counter_view(kiosk: Kiosk, names, undo_seconds: float) -> CounterView:
         who = label(candidate.target.member, names)
         undo = f"{candidate.what} of {who}, {candidate.seconds_left(undo_seconds):.0f} s left" if refusal is None else None
     return CounterView(member, names(member) if member else None, state.balance if state else None,
-                       next_goal(state, program) if state else None, program.unit, ready,
+                       next_goal(state, program, kiosk.clock.now()) if state else None, program.unit, ready,
                        held.amount if held else None, round(held.expires - now) if held else 0,
                        awaiting.member if awaiting else None, undo, refusal)
 

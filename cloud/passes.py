@@ -13,15 +13,17 @@ import logging
 import os
 import unicodedata
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from cloud import pass_store
+from cloud import balanced_ids, pass_store
 from cloud.keys import KeyStore
 from cloud.models import Member, Merchant, PassRecord, SigningKey
+from cloud.programs import program_of
 from cloud.store import active_keys, get_merchant
 from kiosk.common.errors import ConfigError
 from kiosk.protocol import qr
@@ -153,13 +155,18 @@ def _issue(engine: Engine, keys: KeyStore, merchant: str, member: str, name: str
     return IssuedPass(member, url, out, qr.make_qr(url).version, serial)
 
 
-def enrol(engine: Engine, keys: KeyStore, merchant: str, name: str, profile: dict) -> IssuedPass:
+def enrol(engine: Engine, keys: KeyStore, merchant: str, name: str, profile: dict,
+          now: datetime | None = None) -> IssuedPass:
     """Enrol a new member from the join page with *profile* (``Member`` columns: email,
     birthday, consents, ...) and sign their first pass; no image is written (the card page
-    draws the QR)."""
+    draws the QR). The id keeps the programme's running A/B tests balanced at *now*
+    (cloud/balanced_ids.py)."""
     check_id(merchant, "merchant")
     check_name(name, "first name")
-    return _issue(engine, keys, merchant, new_member_id(), name, None, must_exist=False, profile=profile)
+    with Session(engine) as session:
+        member = balanced_ids.member_id(session, merchant, program_of(engine, merchant),
+                                        now or datetime.now(timezone.utc), new_member_id)
+    return _issue(engine, keys, merchant, member, name, None, must_exist=False, profile=profile)
 
 
 def reissue_url(engine: Engine, keys: KeyStore, merchant: str, member: str) -> IssuedPass:

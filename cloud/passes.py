@@ -119,8 +119,15 @@ def issue_pass(engine: Engine, keys: KeyStore, merchant: str, member_name: str |
     check_id(merchant, "merchant")
     if member_name is not None:
         check_name(member_name, "member name")
-    member = check_id(member_id, "member") if member_id is not None else new_member_id()
+    member = check_id(member_id, "member") if member_id is not None else _balanced_id(engine, merchant, None)
     return _issue(engine, keys, merchant, member, member_name, Path(out), must_exist=False)
+
+
+def _balanced_id(engine: Engine, merchant: str, now: datetime | None) -> str:
+    """A new member id that keeps the running A/B tests balanced at *now* (cloud/balanced_ids.py)."""
+    with Session(engine) as session:
+        return balanced_ids.member_id(session, merchant, program_of(engine, merchant),
+                                      now or datetime.now(timezone.utc), new_member_id)
 
 
 def reissue_pass(engine: Engine, keys: KeyStore, merchant: str, member: str, out: Path) -> IssuedPass:
@@ -163,10 +170,7 @@ def enrol(engine: Engine, keys: KeyStore, merchant: str, name: str, profile: dic
     (cloud/balanced_ids.py)."""
     check_id(merchant, "merchant")
     check_name(name, "first name")
-    with Session(engine) as session:
-        member = balanced_ids.member_id(session, merchant, program_of(engine, merchant),
-                                        now or datetime.now(timezone.utc), new_member_id)
-    return _issue(engine, keys, merchant, member, name, None, must_exist=False, profile=profile)
+    return _issue(engine, keys, merchant, _balanced_id(engine, merchant, now), name, None, must_exist=False, profile=profile)
 
 
 def reissue_url(engine: Engine, keys: KeyStore, merchant: str, member: str) -> IssuedPass:

@@ -33,7 +33,8 @@ host = "smtp.example.net"              # no host: no e-mail
 port = 587                             # [465 with tls, 587 with starttls, else 25]
 username = "stempel@example.net"
 password_file = "/etc/stempel/smtp-password"
-starttls = true                        # or tls = true for SMTPS
+starttls = true                        # or tls = true for SMTPS; never falls back to plain text
+# ca_file = "/etc/stempel/smtp-ca.crt" # a private CA (PEM) to trust instead of the system's
 sender = "Cafe Rosa <stempel@example.net>"
 
 [automations]                          # triggers, weekly cap, quiet hours (local time of each shop)
@@ -56,6 +57,7 @@ timeout = 10
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from datetime import time, timedelta
 from pathlib import Path
@@ -134,7 +136,7 @@ class SmtpSection(BaseModel):
     port: int | None = Field(None, ge=1, le=65535, description="[465 with tls, 587 with starttls, else 25]")
     username: str | None = Field(None, min_length=1)
     password_file: Path | None = Field(None, description="a 0600 file holding the SMTP password")
-    starttls: bool = Field(True, description="upgrade the connection with STARTTLS (port 587)")
+    starttls: bool = Field(True, description="upgrade the connection with STARTTLS (port 587); never plain instead")
     tls: bool = Field(False, description="TLS from the first byte (SMTPS, port 465); starttls is then moot")
     ca_file: Path | None = Field(None, description="CA (PEM) to trust instead of the system's")
     sender: str | None = Field(None, min_length=3, max_length=254, description="the From address")
@@ -142,6 +144,21 @@ class SmtpSection(BaseModel):
 
     def effective_port(self) -> int:
         return self.port or (465 if self.tls else 587 if self.starttls else 25)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """What checks the server's certificate and name: ``ca_file`` alone if set (a private CA),
+        else the system's CAs. Raises ConfigError naming ``[smtp] ca_file`` if that file is missing,
+        unreadable or holds no certificate."""
+        if self.ca_file is None:
+            return ssl.create_default_context()
+        try:
+            return ssl.create_default_context(cafile=str(self.ca_file))
+        except ssl.SSLError as exc:  # before OSError, which it is: the file was read but is no PEM certificate
+            why = f"no CA certificate in it ({exc.reason or exc})"
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+        raise ConfigError(f"[smtp] ca_file {self.ca_file}: {why}; give a readable PEM file with the CA that "
+                          "signed the SMTP server's certificate, or remove ca_file to trust the system's CAs")
 
 
 class AutomationsSection(BaseModel):
@@ -257,6 +274,11 @@ def load_hub_config(path: Path | str | None = None, env: Mapping[str, str] | Non
     config._source = source
     if chosen is not None:  # paths written in the file are relative to it
         _resolve_paths(config, chosen.absolute().parent, set(given))
+    if config.smtp.ca_file is not None:  # checked now: a typo would otherwise show only at the first e-mail
+        try:
+            config.smtp.ssl_context()
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
     if config.hub.data_dir is None:
         config.hub.data_dir = default_data_dir(env)
     return config

@@ -165,7 +165,7 @@ def test_a_campaign_shows_the_owners_words_escaped(shop):
     campaign = new_campaign(SHOP, "all", None, {"en": ("Sale!", "Hi $first_name"),
                                                 "de": ("<i>Aktion</i> bei $shop", "Hallo $first_name, bis Sonntag.")},
                             program_of(shop.hub.engine, SHOP), "owner@cafe", NOW)
-    CampaignStore(shop.hub.data_dir).save(campaign)
+    CampaignStore(shop.hub.engine).save(campaign)
     row = shop.add(anna, CAMPAIGN, campaign.id)
     page = shop.card(anna)
     assert shown(page) == [row]
@@ -176,7 +176,7 @@ def test_a_message_without_words_is_left_out_not_the_card(shop):
     anna = shop.member("Anna")
     known = shop.add(anna, "winback", "w1")
     shop.add(anna, "no_such_trigger", "x1", sent_hours_ago=0.5)  # a kind of message with no template
-    shop.add(anna, CAMPAIGN, "c20260101000000-dead", sent_hours_ago=0.2)  # its campaign's file is gone
+    shop.add(anna, CAMPAIGN, "c20260101000000-dead", sent_hours_ago=0.2)  # its campaign is not in the database
     assert shown(shop.card(anna)) == [known]
 
 

@@ -139,7 +139,7 @@ class Ledger:
     def worker(self, **settings) -> Worker:
         return Worker(self.hub.engine, self.hub.keys, secret_key(self.hub.data_dir), AutomationsSection(**settings),
                       SmtpChannel.from_config(self.smtp), self.smtp.sender, clock=lambda: NOW, worker_id="w1",
-                      campaigns=CampaignStore(self.hub.data_dir))
+                      campaigns=CampaignStore(self.hub.engine))
 
     def rows(self) -> set[tuple[str, str, str]]:
         with Session(self.hub.engine) as session:

@@ -53,6 +53,9 @@ def programme(*experiments: dict, **extra) -> dict:
     (programme(experiment(varies="message", target="winback", variants=[{"id": "a", "value": 1},
                                                                          {"id": "b", "value": "short"}])),
      "experiments.0", "variants.0.value: a message variant names a template key"),
+    (programme(experiment(varies="message", target="welcome-back", variants=[{"id": "a", "value": "x"},
+                                                                              {"id": "b", "value": "y"}])),
+     "experiments.0", "target: a message experiment varies the words of one of welcome, birthday, almost_there"),
     (programme(experiment(target="per_visit"), earning={"type": "points", "rate": 10}), "programme",
      "per_visit applies to stamp cards"),
     (programme(experiment(), experiment(id="other")), "programme", "experiment 'signup-size' already varies bonus"),
@@ -202,3 +205,14 @@ def test_the_goal_a_member_sees_is_their_variants_cost():
     assert next_goal(MemberState(a, balance=1), prog, DAY) == 10
     assert next_goal(MemberState(b, balance=1), prog) == 10  # no time, no variant: the programme as given
     assert next_goal(MemberState(b, balance=1), prog, DAY - timedelta(days=5)) == 10  # before the test began
+
+
+def test_every_automated_message_can_be_tested_and_nothing_else():
+    """The programme (read by kiosks, which know no messages) lists the hub's triggers itself."""
+    from cloud.automations.templates import TEXTS
+    from kiosk.rules.program import MESSAGE_TRIGGERS
+    assert set(MESSAGE_TRIGGERS) == {trigger for trigger, _ in TEXTS}
+    for trigger in MESSAGE_TRIGGERS:
+        doc = programme(experiment(varies="message", target=trigger, variants=[{"id": "a", "value": trigger.replace("_", "-")},
+                                                                               {"id": "b", "value": "short"}]))
+        assert parse_program(doc).experiments[0].target == trigger

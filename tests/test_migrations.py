@@ -9,6 +9,7 @@ and a new ledger of the same kiosk is kept apart from it.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -156,6 +157,100 @@ def test_a_database_of_the_last_landed_build_upgrades_and_the_web_serves_its_mem
     page = app.test_client().get(card).get_data(as_text=True)
     assert "Olga" in page and "1 of 10" in page
     hub.close()
+
+
+RELEASED = "0007_nps"  # the last landed release: campaigns were JSON files, no message was "opened"
+OLD_CAMPAIGN = "c20261101080000-0a1b"
+
+
+def test_a_database_of_the_last_release_keeps_its_messages_and_its_campaign_files_move_into_the_table(
+        hub_url, tmp_path):
+    """Members, messages (sent and pending) and NPS answers made by release 0007 keep every row and
+    no message counts as opened; the campaign its owner wrote, a JSON file in the data dir, is
+    imported into the ``campaigns`` table, and its messages still render with the owner's words."""
+    from alembic import command
+    from sqlalchemy.orm import Session
+
+    from cloud.app import create_hub
+    from cloud.automations import compose, templates
+    from cloud.automations.campaigns import CAMPAIGN, CampaignStore
+    from cloud.automations.outbox import occasion_of
+    from cloud.config import load_hub_config
+    from cloud.models import Member
+    from cloud.passes import init_merchant
+    from cloud.web.secret import secret_key
+
+    engine = create_engine(hub_url)
+    with engine.begin() as conn:
+        command.upgrade(schema.alembic_config(conn), RELEASED)
+    data = tmp_path / "hub"
+    hub = create_hub(load_hub_config(None, env={}, hub__data_dir=data, hub__db_url=hub_url))
+    init_merchant(engine, hub.keys, "cafe", "Cafe Rosa", "https://hub.example")  # unchanged tables
+    at = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
+    hour = timedelta(hours=1)
+    messages = [("welcome", "welcome", "email", "sent", at), ("campaign", OLD_CAMPAIGN, "email", "sent", at + hour),
+                ("campaign", f"{OLD_CAMPAIGN}@inbox", "inbox", "sent", at + hour),
+                ("campaign", f"{OLD_CAMPAIGN}@webhook", "webhook", "pending", None),
+                ("winback", "2026-11", "email", "pending", None)]
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO members (id, merchant_id, name, revoked, created_at, email, language,"
+                          " consent_program_at, consent_marketing_at) VALUES ('m-old', 'cafe', 'Olga', false, :at,"
+                          " 'olga@example.org', 'de', :at, :at)"), {"at": at - timedelta(days=200)})
+        for trigger, occasion, channel, status, sent_at in messages:
+            conn.execute(text("INSERT INTO messages (merchant_id, member_id, trigger, occasion, channel, status,"
+                              " attempts, created_at, not_before, expires_at, sent_at) VALUES ('cafe', 'm-old',"
+                              " :trigger, :occasion, :channel, :status, :attempts, :at, :at, :until, :sent_at)"),
+                         {"trigger": trigger, "occasion": occasion, "channel": channel, "status": status,
+                          "attempts": int(sent_at is not None), "at": at, "until": at + timedelta(days=7),
+                          "sent_at": sent_at})
+        for score, comment, quarter, days in ((9, "Guter Kaffee", "2026-Q3", 60), (7, None, "2026-Q4", 1)):
+            conn.execute(text("INSERT INTO nps_answers (merchant_id, member_id, score, comment, quarter, answered_at)"
+                              " VALUES ('cafe', 'm-old', :score, :comment, :quarter, :at)"),
+                         {"score": score, "comment": comment, "quarter": quarter, "at": at - timedelta(days=days)})
+    engine.dispose()
+    folder = data / "campaigns" / "cafe"  # what release 0007 wrote: campaigns.py CampaignStore.save
+    folder.mkdir(parents=True, mode=0o700)
+    (folder / f"{OLD_CAMPAIGN}.json").write_text(json.dumps({
+        "id": OLD_CAMPAIGN, "merchant": "cafe", "segment": "all", "tier": None,
+        "texts": {"en": {"subject": "Autumn menu at $shop", "body": "Hello $first_name,\n\nyou have $balance $unit."},
+                  "de": {"subject": "Herbstkarte bei $shop", "body": "Hallo $first_name,\n\ndu hast $balance $unit."}},
+        "created_at": "2026-11-01T08:00:00+00:00", "created_by": "owner@cafe", "sent_at": "2026-11-02T09:00:00+00:00",
+        "planned": 3, "sent_by": "owner@cafe"}, ensure_ascii=False, indent=1))
+    kept = ["members", "messages", "nps_answers", "merchants", "signing_keys"]
+    before = counts_of(hub_url, kept)
+    assert before == {"members": 1, "messages": 5, "nps_answers": 2, "merchants": 1, "signing_keys": 1}
+
+    upgrading = create_engine(hub_url)
+    assert schema.upgrade(upgrading) == RELEASED
+    upgrading.dispose()
+    assert counts_of(hub_url, kept) == before
+    try:
+        with hub.engine.connect() as conn:
+            rows = conn.execute(text("SELECT trigger, occasion, channel, status, opened_at FROM messages"
+                                     " ORDER BY id")).all()
+            assert [tuple(r) for r in rows] == [(t, o, c, s, None) for t, o, c, s, _ in messages]
+            answers = conn.execute(text("SELECT score, comment, quarter FROM nps_answers ORDER BY quarter")).all()
+            assert [tuple(a) for a in answers] == [(9, "Guter Kaffee", "2026-Q3"), (7, None, "2026-Q4")]
+
+        store = CampaignStore(hub.engine, data)  # as the web and the automations worker make it
+        assert store.imported.imported == [OLD_CAMPAIGN] and store.imported.refused == {}
+        assert not (folder / f"{OLD_CAMPAIGN}.json").exists()
+        assert (folder / f"{OLD_CAMPAIGN}.json.imported").is_file()  # kept, renamed
+        [campaign] = store.list("cafe")
+        assert (campaign.id, campaign.segment, campaign.planned, campaign.sent_by) == (OLD_CAMPAIGN, "all", 3,
+                                                                                      "owner@cafe")
+        assert campaign.sent_at == at
+
+        with Session(hub.engine) as session:
+            olga = session.get(Member, "m-old")
+        filled, language = compose.values(hub.engine, hub.keys, secret_key(data), olga, at + timedelta(days=1))
+        for trigger, occasion, *_ in messages:
+            if trigger == CAMPAIGN:  # any worker, the web's card too, finds the words in the database
+                done = templates.render(CAMPAIGN, language, filled, store.text("cafe", occasion_of(occasion), language))
+                assert done.subject == "Herbstkarte bei Cafe Rosa" and "Hallo Olga," in done.text
+        assert CampaignStore(hub.engine, data).imported.imported == []  # once
+    finally:
+        hub.close()
 
 
 def counts_of(url: str, tables: list[str]) -> dict[str, int]:

@@ -26,11 +26,14 @@ from cloud.automations import compose, templates
 from cloud.automations.campaigns import CAMPAIGN, CampaignStore
 from cloud.automations.outbox import SENT, occasion_of
 from cloud.automations.templates import Text
+from cloud.automations.texts import words_for
 from cloud.db import READ_ONLY
 from cloud.keys import KeyStore
 from cloud.metrics.activity import utc
 from cloud.models import Member, Message
+from cloud.programs import program_of
 from kiosk.common.errors import ConfigError
+from kiosk.rules.program import Program
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,9 @@ def sent_rows(engine: Engine, member: Member, limit: int = LIMIT) -> list[Messag
 def entries(engine: Engine, keys: KeyStore, secret: bytes, member: Member, now: datetime, zone: ZoneInfo,
             campaigns: CampaignStore | None = None, limit: int = LIMIT) -> list[Entry]:
     """The card's inbox for *member* at *now*: each sent inbox message in words, newest first;
-    a campaign's words come from *campaigns* (the owner's, campaigns.py).
+    a campaign's words come from *campaigns* (the owner's, campaigns.py), a trigger's are those the
+    worker would send (texts.words_for: the member's A/B variant on the day it was sent, the
+    owner's words, or the built-in ones).
 
     A message whose words cannot be found (a trigger without a text in templates.py, a campaign
     whose file is gone) is left out and logged, rather than failing the member's card."""
@@ -91,10 +96,12 @@ def entries(engine: Engine, keys: KeyStore, secret: bytes, member: Member, now: 
     if not rows:
         return []
     filled, language = compose.values(engine, keys, secret, member, now)
+    program = program_of(engine, member.merchant_id)
     out = []
     for row in rows:
         try:
-            rendered = templates.render(row.trigger, language, filled, _campaign_text(row, member, language, campaigns))
+            rendered = templates.render(row.trigger, language, filled,
+                                        _words(engine, program, row, member, language, campaigns))
         except (KeyError, ConfigError) as exc:
             log.warning("inbox.no_text", extra={"message_id": row.id, "trigger": row.trigger, "missing": str(exc)})
             continue
@@ -105,10 +112,12 @@ def entries(engine: Engine, keys: KeyStore, secret: bytes, member: Member, now: 
     return out
 
 
-def _campaign_text(row: Message, member: Member, language: str, campaigns: CampaignStore | None) -> Text | None:
-    """The owner's words for a campaign message, None for a trigger's own; raises ConfigError."""
+def _words(engine: Engine, program: Program, row: Message, member: Member, language: str,
+           campaigns: CampaignStore | None) -> Text | None:
+    """The owner's words of *row* (a campaign's, or a trigger's as texts.words_for finds them on the
+    day it was sent), None for the built-in ones; raises ConfigError."""
     if row.trigger != CAMPAIGN:
-        return None
+        return words_for(engine, program, member.merchant_id, member.id, row.trigger, language, utc(row.sent_at))
     if campaigns is None:
         raise ConfigError("no campaign texts given")
     return campaigns.text(member.merchant_id, occasion_of(row.occasion), language)

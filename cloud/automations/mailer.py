@@ -10,7 +10,9 @@ The worker must never send a message twice, so an error says whether the message
 A connection is opened once per sweep (``connect``) and reused; before each message a NOOP
 checks it is still there, so a connection the server closed while idle is reopened instead
 of losing a message half-way. TLS: ``tls`` for SMTPS from the first byte, else ``starttls``
-(the default), verified against the system's CAs or ``ca_file``.
+(the default), the certificate and host name verified against the system's CAs or ``ca_file``.
+A server that does not offer STARTTLS when it was asked for, or whose certificate does not
+verify, gets nothing — no login, no message in plain text: NotSent, the messages wait.
 """
 
 from __future__ import annotations
@@ -62,8 +64,10 @@ class SmtpChannel:
     """E-mail through the ``[smtp]`` server of hub.toml."""
 
     def __init__(self, settings: SmtpSection, password: str | None) -> None:
+        """Raises ConfigError if ``[smtp] ca_file`` is no readable PEM file."""
         self.settings = settings
         self._password = password
+        self._context = settings.ssl_context()  # checks the server's certificate and name
         self._smtp: smtplib.SMTP | None = None
 
     @classmethod
@@ -89,22 +93,53 @@ class SmtpChannel:
         if self._smtp is not None:
             return
         s = self.settings
-        context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
         try:
             if s.tls:
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.effective_port(), timeout=s.timeout, context=context)
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.effective_port(), timeout=s.timeout,
+                                                      context=self._context)
             else:
                 smtp = smtplib.SMTP(s.host, s.effective_port(), timeout=s.timeout)
-                if s.starttls:
-                    smtp.starttls(context=context)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise self._not_sent(exc) from None
+        try:
+            self._secure(smtp)
+        except BaseException:
+            smtp.close()  # a refused certificate or login: nothing more is said on this connection
+            raise
+        self._smtp = smtp
+
+    def _secure(self, smtp: smtplib.SMTP) -> None:
+        """STARTTLS (never plain text instead) and the login on a new connection; raises NotSent or ConfigError."""
+        s = self.settings
+        try:
+            if s.starttls and not s.tls:
+                smtp.ehlo_or_helo_if_needed()
+                if not smtp.has_extn("starttls"):
+                    raise NotSent(f"the SMTP server {s.host}:{s.effective_port()} does not offer STARTTLS: nothing "
+                                  "sent in plain text; fix the server, or set [smtp] tls = true (and the port) if "
+                                  "it speaks TLS from the first byte")
+                smtp.starttls(context=self._context)
             if s.username:
                 smtp.login(s.username, self._password or "")
+        except NotSent:
+            raise  # an OSError too: said already
         except smtplib.SMTPAuthenticationError as exc:
             raise ConfigError(f"the SMTP server {s.host} refused the login of {s.username!r} ({exc.smtp_code}); "
                               "check [smtp] username and password_file") from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise NotSent(f"cannot reach the SMTP server {s.host}:{s.effective_port()}: {exc}") from None
-        self._smtp = smtp
+            raise self._not_sent(exc) from None
+
+    def _not_sent(self, exc: Exception) -> NotSent:
+        """*exc* of opening the connection, said so that the owner knows what to fix."""
+        where = f"{self.settings.host}:{self.settings.effective_port()}"
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return NotSent(f"the certificate of the SMTP server {where} is not trusted ({exc.verify_message}): "
+                           "nothing sent; set [smtp] host to a name the certificate is for, or [smtp] ca_file to "
+                           "the CA (PEM) that signed it")
+        if isinstance(exc, ssl.SSLError):
+            return NotSent(f"TLS with the SMTP server {where} failed ({exc.reason or exc}): nothing sent; "
+                           "check [smtp] tls (TLS from the first byte, port 465) against starttls (port 587)")
+        return NotSent(f"cannot reach the SMTP server {where}: {exc}")
 
     def _alive(self) -> smtplib.SMTP:
         """The open connection, reopened if the server closed it while idle; raises NotSent."""

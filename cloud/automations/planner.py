@@ -97,8 +97,8 @@ def plan(engine: Engine, merchant: str, now: datetime, rules: Rules, channels: S
         dues = [(d, email) for c, email in people for d in triggers.due(c, now, program.zone, rules, goal)]
         if more is not None and more.triggers:
             dues += planner_more.dues(conn, merchant, now, program, more, people, set(channels) == {"email"})
-        offers = winback.to_offer(conn, merchant, [d for d, _ in dues], rules)
-    winback.put_offers(engine, merchant, offers, now, rules, program.zone)  # before the rows: winback.py
+        offers = winback.to_offer(conn, merchant, [d for d, _ in dues], rules, program, now)
+    winback.put_offers(engine, merchant, offers, now, rules, program.zone, program)  # before the rows: winback.py
     new = held = 0
     with engine.begin() as conn:
         for channel in channels:

@@ -3,16 +3,18 @@
 Placeholders: ``$first_name``, ``$shop``, ``$balance``, ``$unit`` (stamps/points in the
 member's language), ``$reward`` (the next reward), ``$remaining`` (what is still missing for
 it), ``$card_url``; a win-back to a member with an open bonus offer gets ``OFFER``'s paragraph
-with ``$bonus`` and ``$bonus_until`` (winback.offer_values). A body is paragraphs separated by
-blank lines; the HTML part is made from the same paragraphs (values escaped, the card link a
-link), so the two parts never drift apart. The footer with the unsubscribe link is added to
-every message. ``render`` uses ``substitute``: a misspelt placeholder fails the tests instead of
-reaching a customer.
+with ``$bonus`` and ``$bonus_until`` (winback.offer_values); any message to a member the card
+would ask for an NPS score gets ``NPS``'s paragraph with ``$nps_url`` before the footer
+(compose.nps_values). A body is paragraphs separated by blank lines; the HTML part is made
+from the same paragraphs (values escaped, the card link a link), so the two parts never drift
+apart. The footer with the unsubscribe link is added to every message. ``render`` uses
+``substitute``: a misspelt placeholder fails the tests instead of reaching a customer.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 from string import Template
 
@@ -99,6 +101,11 @@ OFFER = {  # after a win-back's greeting, when the member's card holds an open o
     "de": "Komm bis zum $bonus_until vorbei und erhalte bei deinem nächsten Besuch $bonus $unit extra.",
 }
 
+NPS = {  # before the footer, when the member's card asks the NPS question (compose.nps_values)
+    "en": "How likely are you to recommend $shop to a friend? Tell us on your card (0–10, takes ten seconds): $nps_url",
+    "de": "Wie wahrscheinlich ist es, dass du $shop Freunden weiterempfiehlst? Sag es uns auf deiner Karte (0–10, dauert zehn Sekunden): $nps_url",
+}
+
 FOOTER = {
     "en": "You receive this because you agreed to news from $shop. Unsubscribe with one click: $unsubscribe_url",
     "de": "Du erhältst diese Nachricht, weil du Neuigkeiten von $shop zugestimmt hast. "
@@ -130,9 +137,11 @@ def render(trigger: str, language: str, values: dict[str, str], text: Text | Non
     paragraphs = [Template(p).substitute(values) for p in text.body.split("\n\n")]
     if trigger == "winback" and values.get("bonus"):
         paragraphs.insert(2, Template(OFFER[language]).substitute(values))
+    if values.get("nps_url") and trigger not in SERVICE_TRIGGERS:  # a survey is no service message
+        paragraphs.append(Template(NPS[language]).substitute(values))
     footer = Template((SERVICE_FOOTER if trigger in SERVICE_TRIGGERS else FOOTER)[language]).substitute(values)
     plain = "\n\n".join(paragraphs + ["--", footer]) + "\n"
-    links = {values["card_url"]: values["card_url"], values["unsubscribe_url"]: values["unsubscribe_url"]}
+    links = [values["card_url"], values["unsubscribe_url"]] + ([values["nps_url"]] if values.get("nps_url") else [])
     parts = [f"<p>{_linked(p, links)}</p>" for p in paragraphs]
     parts.append(f'<hr><p style="font-size:small;color:#666">{_linked(footer, links)}</p>')
     page = (f'<!doctype html><html lang="{language}"><head><meta charset="utf-8">'
@@ -141,10 +150,14 @@ def render(trigger: str, language: str, values: dict[str, str], text: Text | Non
     return Rendered(Template(text.subject).substitute(values), plain, page, language)
 
 
-def _linked(paragraph: str, links: dict[str, str]) -> str:
-    """*paragraph* HTML-escaped, each URL of *links* made a link; newlines become ``<br>``."""
+def _linked(paragraph: str, links: list[str]) -> str:
+    """*paragraph* HTML-escaped, each URL of *links* made a link; newlines become ``<br>``. One
+    pass, longest URL first: the card link is a prefix of the NPS link (and the hub's address,
+    the card link of a member without a pass, of the unsubscribe link), so replacing one after
+    the other would link the prefix and break the longer one."""
     out = html.escape(paragraph)
-    for url in links:
-        safe = html.escape(url)
-        out = out.replace(safe, f'<a href="{safe}">{safe}</a>')
+    urls = sorted({html.escape(url) for url in links if url}, key=len, reverse=True)
+    if urls:
+        pattern = re.compile("|".join(re.escape(url) for url in urls))
+        out = pattern.sub(lambda m: f'<a href="{m.group()}">{m.group()}</a>', out)
     return out.replace("\n", "<br>")

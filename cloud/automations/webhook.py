@@ -8,7 +8,8 @@ The body is JSON, schema ``stempel.message.v1``::
      "unsubscribe_url": "https://..."}
 
 ``text`` is the plain-text message with its unsubscribe footer, ready to forward; ``id`` is the
-same on every attempt of one message.
+same on every attempt of one message. ``nps_url`` (the card's NPS question) is there only when
+the text asks it (compose.nps_values).
 
 Each request carries ``X-Stempel-Timestamp`` (Unix seconds) and
 ``X-Stempel-Signature: sha256=<hex>``, the HMAC-SHA256 under the shared secret (the content of
@@ -83,6 +84,8 @@ def payload(message: Message, merchant: str, filled: dict[str, str], language: s
                 "trigger": message.trigger, "occasion": occasion_of(message.occasion),
                 "subject": rendered.subject, "text": rendered.text, "card_url": filled["card_url"],
                 "unsubscribe_url": filled["unsubscribe_url"]}
+    if filled.get("nps_url") and filled["nps_url"] in rendered.text:  # not in a service message's
+        document["nps_url"] = filled["nps_url"]
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 

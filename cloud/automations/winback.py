@@ -12,6 +12,11 @@
   every kiosk on the ledger stream; the engine folds it into the member's state and grants it
   as a ``winback-bonus`` entry at the next credited visit up to its expiry, once. The kiosk
   asks the hub nothing.
+* **A/B test of the offer.** A programme experiment with ``varies = "bonus"`` and ``target =
+  "winback"`` gives each enrolled member their arm's bonus instead of ``winback_bonus`` (an arm
+  of 0: no offer), the arm decided by kiosk/rules/experiments.py as everywhere else; the entry's
+  detail names ``experiment`` and ``variant``. Kiosks grant what the entry says, so they need
+  nothing of the test but its label on the grant (experiments.label).
 
 Order of commits: the offer is stored *before* the decision's message rows, with an event id
 and ledger id derived from (merchant, member, occasion). A crash in between, or two workers at
@@ -41,6 +46,8 @@ from cloud.models import Message
 from kiosk.common.errors import ConfigError
 from kiosk.protocol import topics
 from kiosk.protocol.messages import EventBatch, WireEvent
+from kiosk.rules.experiments import WINBACK as WINBACK_TEST
+from kiosk.rules.experiments import Override, overrides
 from kiosk.rules.program import Program
 from kiosk.rules.state import OFFER, MemberState
 
@@ -86,13 +93,37 @@ def undecided(conn: Connection, merchant: str, dues: Sequence[Due]) -> list[Due]
     return [d for d in winbacks if (d.member_id, d.occasion) not in decided]
 
 
-def to_offer(conn: Connection, merchant: str, dues: Sequence[Due], rules: Rules) -> list[Due]:
-    """The win-backs of *dues* that get an offer now: a bonus is configured, not held out, not
-    decided before."""
-    if rules.winback_bonus <= 0:
+def bonus_for(program: Program | None, member: str, day: date, default: int) -> tuple[int, Override | None]:
+    """*member*'s win-back bonus on the shop's local *day*, and the A/B test that chose it: their
+    arm's in a running test of the win-back offer (everyone's: its kept winner's), else
+    *default* (``[automations] winback_bonus``) and None."""
+    if program is not None:
+        for o in overrides(program, member, day):
+            if (o.varies, o.target) == WINBACK_TEST:
+                return int(o.value), o
+    return default, None
+
+
+def _tests_offer(program: Program | None) -> bool:
+    return program is not None and any((e.varies, e.target) == WINBACK_TEST for e in program.experiments)
+
+
+def to_offer(conn: Connection, merchant: str, dues: Sequence[Due], rules: Rules, program: Program | None = None,
+             now: datetime | None = None) -> list[Due]:
+    """The win-backs of *dues* that get an offer at *now*: a bonus above 0 (``winback_bonus``, or
+    the member's arm of *program*'s test of the offer), not held out, not decided before.
+    Raises ValueError for a *program* testing the offer without *now* (the arm depends on the day)."""
+    tested = _tests_offer(program)
+    if rules.winback_bonus <= 0 and not tested:
         return []
     send, _ = split([d for d in dues if d.trigger == WINBACK], rules.control_share)
-    return undecided(conn, merchant, send)
+    if program is None or not tested:
+        return undecided(conn, merchant, send)
+    if now is None:
+        raise ValueError("to_offer: pass now with a programme that tests the offer (a member's arm depends on the day)")
+    day = now.astimezone(program.zone).date()
+    return [d for d in undecided(conn, merchant, send)
+            if bonus_for(program, d.member_id, day, rules.winback_bonus)[0] > 0]
 
 
 def last_day(now: datetime, zone: ZoneInfo, days: int) -> date:
@@ -100,27 +131,37 @@ def last_day(now: datetime, zone: ZoneInfo, days: int) -> date:
     return now.astimezone(zone).date() + timedelta(days=days)
 
 
-def offer_event(merchant: str, due: Due, bonus: int, expires: date, now: datetime) -> tuple[str, WireEvent]:
-    """(ledger id, event) of *due*'s offer; both derived from (merchant, member, occasion), so
-    storing it twice stores it once."""
+def offer_event(merchant: str, due: Due, bonus: int, expires: date, now: datetime,
+                test: Override | None = None) -> tuple[str, WireEvent]:
+    """(ledger id, event) of *due*'s offer, labelled with the A/B *test*'s experiment and variant
+    if one chose the bonus; both ids derived from (merchant, member, occasion), so storing it
+    twice stores it once."""
     name = uuid.uuid5(_NAMESPACE, f"{merchant}/{due.member_id}/{due.occasion}")
+    detail: dict[str, object] = {"bonus": bonus, "expires": expires.isoformat(), "offer": offer_id(due.occasion)}
+    if test is not None:
+        detail.update(experiment=test.experiment, variant=test.variant)
     event = WireEvent(event_id=str(name), kiosk_seq=1, occurred_at=now, mono_ns=0, boot_id=HUB_KIOSK, kind=OFFER,
-                      member=due.member_id, rule=OFFER_RULE,
-                      detail={"bonus": bonus, "expires": expires.isoformat(), "offer": offer_id(due.occasion)})
+                      member=due.member_id, rule=OFFER_RULE, detail=detail)
     return name.hex, event
 
 
 def put_offers(engine: Engine, merchant: str, dues: Sequence[Due], now: datetime, rules: Rules,
-               zone: ZoneInfo) -> int:
-    """Store an offer entry per due win-back (the hub's clock is *now*); how many were new.
-    Raises ConfigError if the hub refuses one (nothing of the sweep is recorded then)."""
+               zone: ZoneInfo, program: Program | None = None) -> int:
+    """Store an offer entry per due win-back (the hub's clock is *now*) with the member's bonus
+    (bonus_for: their arm of *program*'s test of the offer, else ``winback_bonus``; none at 0);
+    how many were new. Raises ConfigError if the hub refuses one (nothing of the sweep is
+    recorded then)."""
     if not dues:
         return 0
     store = EventStore(engine, clock=lambda: now)
     expires = last_day(now, zone, rules.winback_bonus_days)
+    today = now.astimezone(zone).date()
     new = 0
     for due in dues:
-        ledger_id, event = offer_event(merchant, due, rules.winback_bonus, expires, now)
+        bonus, test = bonus_for(program, due.member_id, today, rules.winback_bonus)
+        if bonus <= 0:
+            continue  # an arm without an offer
+        ledger_id, event = offer_event(merchant, due, bonus, expires, now, test)
         batch = EventBatch(ledger_id=ledger_id, events=[event]).model_dump_json(by_alias=True).encode()
         stored = store.ingest(topics.events(merchant, HUB_KIOSK), batch)
         if stored.dead_letter or stored.rejected:

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from cloud.automations import compose, outbox, planner, planner_more
 from cloud.automations.campaigns import CAMPAIGN, CampaignStore
 from cloud.automations.templates import Text
+from cloud.automations.texts import words_for
 from cloud.automations.triggers_more import TRANSACTIONAL
 from cloud.automations.inbox import INBOX, InboxChannel
 from cloud.automations.mailer import Channel, NotSent, Refused, Uncertain
@@ -81,8 +82,8 @@ class Worker:
         """*channel* sends e-mail, *webhook* the webhook; each channel ``settings.channels`` lists
         must be given (ConfigError otherwise), channels it does not list are not used. *progress*
         is called after each merchant's planning and each message (``serve`` feeds the watchdog
-        with it, so a long sweep that moves on is not taken for a hung one). *campaigns* holds the
-        words of the owner's campaigns (campaigns.py); without it a campaign message fails, saying so."""
+        with it, so a long sweep that moves on is not taken for a hung one). *campaigns* reads the
+        owner's campaigns (campaigns.py); by default a store on *engine*."""
         self.engine, self.keys, self.secret, self.settings = engine, keys, secret, settings
         self.channel, self.sender, self.clock = channel, sender, clock
         given = {outbox.EMAIL: channel, "webhook": webhook, INBOX: InboxChannel()}
@@ -95,7 +96,7 @@ class Worker:
         self.batch = batch
         self.rules = planner.rules_of(settings)
         self.more = planner_more.rules_of(settings)
-        self.campaigns = campaigns
+        self.campaigns = campaigns if campaigns is not None else CampaignStore(engine)
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.progress = progress or (lambda: None)
 
@@ -141,13 +142,12 @@ class Worker:
                 self.progress()
 
     def _words(self, row: Message, language: str) -> Text | None:
-        """A campaign message's words (the owner's), None for a trigger's own; raises ConfigError."""
+        """The owner's words of *row*: a campaign's, or for a trigger the member's A/B variant's or
+        the owner's (texts.words_for); None for the built-in ones. Raises ConfigError."""
         if row.trigger != CAMPAIGN:
-            return None
+            return words_for(self.engine, program_of(self.engine, row.merchant_id), row.merchant_id, row.member_id,
+                             row.trigger, language, self.clock())
         campaign = outbox.occasion_of(row.occasion)
-        if self.campaigns is None:
-            raise ConfigError(f"campaign {campaign} of {row.merchant_id}: this worker was started without the "
-                              "hub's campaign texts (pass campaigns=CampaignStore(data_dir))")
         return self.campaigns.text(row.merchant_id, campaign, language)
 
     def _one(self, message_id: int, name: str = outbox.EMAIL) -> str:
@@ -171,11 +171,13 @@ class Worker:
             if name == INBOX:  # nothing to write now: the card writes it when it is read (inbox.py)
                 out: object = message
             elif name == outbox.EMAIL:
-                filled, language = compose.values(self.engine, self.keys, self.secret, member, now)
+                filled, language = compose.values(self.engine, self.keys, self.secret, member, now,
+                                                   message_id=row.id, nps_after_visits=self.settings.nps_after_visits)
                 out = compose.email(message, member, self.sender, filled, language, now,
                                     self._words(row, language))
             else:
-                filled, language = compose.values(self.engine, self.keys, self.secret, member, now)
+                filled, language = compose.values(self.engine, self.keys, self.secret, member, now,
+                                                   message_id=row.id, nps_after_visits=self.settings.nps_after_visits)
                 out = payload(message, row.merchant_id, filled, language, self._words(row, language))
         except StempelError as exc:  # a missing signing key: nothing was sent; the owner sees why
             with self.engine.begin() as conn:

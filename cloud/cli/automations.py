@@ -43,7 +43,7 @@ def run_command(ctx: HubContext, once: bool, worker_id: str | None, verbose: int
     hook = run(lambda: WebhookChannel.from_config(hub.config.webhook)) if "webhook" in settings.channels else None
     worker = run(lambda: Worker(hub.engine, hub.keys, secret_key(hub.data_dir), settings, channel,
                                 hub.config.smtp.sender or "", worker_id=worker_id, webhook=hook,
-                                campaigns=CampaignStore(hub.data_dir)))
+                                campaigns=CampaignStore(hub.engine, hub.data_dir)))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with trace_watchdog_kills(Notifier.from_environ()) as notifier:

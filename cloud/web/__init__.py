@@ -32,6 +32,7 @@ def create_app(hub: Hub, clock: Callable[[], datetime] = utcnow, publisher: Any 
                test_config: dict | None = None) -> Flask:
     """The web app for *hub*; *clock* and *publisher* are injected by tests."""
     from cloud.web import api, campaigns, experiments, fleet, members, nps, owner, programme, public, unsubscribe
+    from cloud.web import texts
     from cloud.web.publish import BrokerPublisher
 
     app = Flask(__name__)
@@ -51,7 +52,7 @@ def create_app(hub: Hub, clock: Callable[[], datetime] = utcnow, publisher: Any 
     app.extensions["stempel"] = {"hub": hub, "clock": clock,
                                  "publisher": publisher or BrokerPublisher(hub)}
     csrf.init_app(app)
-    for module in (public, nps, owner, members, programme, experiments, campaigns, fleet, api, unsubscribe):
+    for module in (public, nps, owner, members, programme, experiments, campaigns, texts, fleet, api, unsubscribe):
         app.register_blueprint(module.bp)
     csrf.exempt(api.bp)  # bearer tokens, no cookies: nothing for a forged form to ride on
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from email.utils import parseaddr
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from cloud import members
 from cloud.automations import compose, segments, templates
@@ -29,12 +29,18 @@ bp = Blueprint("campaigns", __name__, url_prefix="/owner/campaigns")
 OWNER = ("owner",)
 
 
-def _store() -> CampaignStore:
-    return CampaignStore(context.hub().data_dir)
+def store() -> CampaignStore:
+    """This app's campaign store, made on first use (per web worker): that imports the previous
+    release's campaign files from the data dir, once (campaigns.import_files)."""
+    stempel = current_app.extensions["stempel"]
+    if "campaigns" not in stempel:
+        hub = context.hub()
+        stempel.setdefault("campaigns", CampaignStore(hub.engine, hub.data_dir))
+    return stempel["campaigns"]
 
 
 def _campaign(campaign_id: str) -> Campaign:
-    found = _store().get(context.account().merchant, campaign_id)
+    found = store().get(context.account().merchant, campaign_id)
     if found is None:
         abort(404)
     return found
@@ -57,10 +63,10 @@ def index():
         except ConfigError as exc:
             flash(str(exc), "error")
         else:
-            _store().save(made)
+            store().save(made)
             flash("Campaign saved. Preview it with a member, send yourself a test, then send it.", "ok")
             return redirect(url_for(".show", campaign_id=made.id))
-    return render_template("campaigns.html", campaigns=_store().list(who.merchant), labels=segments.LABELS,
+    return render_template("campaigns.html", campaigns=store().list(who.merchant), labels=segments.LABELS,
                            tiers=[t.name for t in program.tiers.levels] if program.tiers else [],
                            form=request.form)
 
@@ -151,7 +157,7 @@ def send(campaign_id: str):
     except ConfigError as exc:
         flash(str(exc), "error")
         return redirect(url_for(".show", campaign_id=campaign.id))
-    mark_sent(_store(), campaign, done, who.login, now)
+    mark_sent(store(), campaign, done, who.login, now)
     flash(f"{done.in_segment} member(s) in the segment, {done.reachable} agreed to news: "
           f"{sum(done.recorded.values())} message(s) queued; the automations worker sends them "
           "(weekly cap and quiet hours apply).", "ok")

@@ -15,8 +15,25 @@ from cloud.link import documents
 from cloud.web import context
 from cloud.web.context import login_required
 from kiosk.common.errors import BusError, ConfigError
+from kiosk.rules.program import Experiment
 
 bp = Blueprint("experiments", __name__, url_prefix="/owner/experiments")
+
+# What each ``varies``/``target`` means, in the owner's words (the page says it under each test).
+BONUS_TARGETS = {"signup": "signup bonus: the bonus at a member's first visit",
+                 "per_visit": "stamps per visit: what every visit earns",
+                 "winback": "win-back offer: the bonus offered with the win-back message; a variant of 0 "
+                            "sends the message without an offer ([automations] triggers must include winback)"}
+
+
+@bp.app_template_filter("experiment_target")
+def _target(experiment: Experiment) -> str:
+    """What *experiment* varies, in a sentence."""
+    if experiment.varies == "bonus":
+        return BONUS_TARGETS.get(experiment.target, experiment.target)
+    if experiment.varies == "reward":
+        return f"reward cost: the {experiment.target!r} reward's price in stamps or points"
+    return f"message text: the words of the {experiment.target!r} message"
 
 
 def _days() -> int:
@@ -35,7 +52,8 @@ def _results(only: str | None = None):
 @bp.route("/")
 @login_required(("owner",))
 def index():
-    return render_template("experiments.html", results=_results(), days=_days(), single=False)
+    return render_template("experiments.html", results=_results(), days=_days(), single=False,
+                           targets=BONUS_TARGETS)
 
 
 @bp.route("/<experiment_id>")
@@ -44,7 +62,7 @@ def show(experiment_id: str):
     found = _results(experiment_id)
     if not found:  # not in this merchant's programme in force (another merchant's, or none)
         abort(404)
-    return render_template("experiments.html", results=found, days=_days(), single=True)
+    return render_template("experiments.html", results=found, days=_days(), single=True, targets=BONUS_TARGETS)
 
 
 @bp.route("/<experiment_id>/end", methods=["POST"])

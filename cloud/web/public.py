@@ -4,26 +4,29 @@ The card lives at the URL inside the pass QR, so a phone camera opens it and the
 the same code. The token is the credential: it is verified with the merchant's public keys
 (as a kiosk does) and the page shows that member only. A revoked pass shows that it is
 revoked. The card is an installable web app; its service worker keeps the last copy so the
-QR shows without a connection.
+QR shows without a connection. Opened from a message's link (``?m=<message id>``), the card
+marks that message opened (cloud/automations/opens.py); the page is the same either way.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import replace
 from datetime import date, timedelta
 
 from flask import Blueprint, Response, abort, current_app, jsonify, redirect, render_template, request, url_for
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 
 from cloud import cards, members
-from cloud.automations import inbox
-from cloud.automations.campaigns import CampaignStore
+from cloud.automations import inbox, opens
 from cloud.models import Member
 from cloud.passes import enrol, export_keys
 from cloud.store import get_merchant
 from cloud.web import context
+from cloud.web.campaigns import store as campaign_store
 from cloud.web.i18n import texts, unit
 from cloud.web.secret import secret_key
 from kiosk.common.errors import BusError, ConfigError, PassError
@@ -32,6 +35,7 @@ from kiosk.protocol.ids import ID_PATTERN
 from kiosk.protocol.passes import KeyRing, PassClaims, PassRejected, PassVerifier, Reason, parse_token, pass_url
 
 bp = Blueprint("public", __name__)
+log = logging.getLogger(__name__)
 
 JOIN_IP_WINDOW, JOIN_SHOP_WINDOW = 600, 3600  # seconds; the counts are [web] joins_per_ip / joins_per_shop
 EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,190}\.[A-Za-z]{2,24}")
@@ -73,7 +77,7 @@ def join(code: str):
         profile, errors = _profile(form, request.form.get("program") == "yes", t, kiosk, ref, lang)
         if not errors:
             try:
-                issued = enrol(context.hub().engine, context.hub().keys, shop.id, form["name"], profile)
+                issued = enrol(context.hub().engine, context.hub().keys, shop.id, form["name"], profile, context.now())
             except ConfigError as exc:
                 errors = [str(exc)]
             else:
@@ -143,13 +147,30 @@ def card(token: str):
         shop = get_merchant(session, member.merchant_id)
     if revoked:
         return render_template("card_revoked.html", shop=shop, t=t, lang=lang, left=member.erased_at is not None), 410
+    _opened(member)
     # the very text the pass was issued with (a browser lowercases the host it shows)
     svg = qr.make_qr(pass_url(shop.base_url, token.upper())).svg_inline(scale=8, border=4, dark="#000", light="#fff", omitsize=True)
     referral = url_for(".join", code=shop.id, ref=member.id, _external=True)
     messages = inbox.entries(hub.engine, hub.keys, secret_key(hub.data_dir), member, context.now(),
-                             view.program.zone, CampaignStore(hub.data_dir))
+                             view.program.zone, campaign_store())
     return render_template("card.html", shop=shop, t=t, lang=lang, unit=unit(lang, view.program.unit), view=view,
                            qr_svg=svg, token=token, referral=referral, inbox=messages, inbox_t=inbox.texts(lang))
+
+
+def _opened(member: Member) -> None:
+    """Mark the message whose link opened this card (``?m=<id>``) as opened, if it is one of
+    *member*'s sent messages (opens.record). Any other ``m`` is ignored without a word, so the
+    page tells nobody whether an id exists; a HEAD or a browser's prefetch is no open. The card
+    matters more than the count: a database error here is logged and the card still shows."""
+    message = opens.message_id(request.args.get(opens.PARAM))
+    prefetch = request.headers.get("Sec-Purpose", request.headers.get("Purpose", "")).startswith("prefetch")
+    if message is None or request.method != "GET" or prefetch:
+        return
+    try:
+        opens.record(context.hub().engine, member, message, context.now())
+    except SQLAlchemyError as exc:
+        log.warning("card.open_not_recorded", extra={"merchant": member.merchant_id, "message_id": message,
+                                                      "error": str(exc)[:300]})
 
 
 @bp.route("/P/<token>/data.json")

@@ -156,8 +156,9 @@ class ProfileDetail(_Detail):
         return self
 
 
-class OfferDetail(_Detail):
-    """A bonus the hub offers for the next credited visit up to ``expires`` (the last local day)."""
+class OfferDetail(_Attributed):
+    """A bonus the hub offers for the next credited visit up to ``expires`` (the last local day);
+    ``experiment`` and ``variant`` when an A/B test of the win-back offer chose the bonus."""
 
     bonus: int = Field(ge=1, le=DELTA_MAX)
     expires: IsoDate

@@ -18,8 +18,10 @@ the slot space: each arm gets exactly 1/arms of it, whatever the number of arms,
 rounding of a modulus. What a stateless rule cannot do is balance a *particular* set of
 random member ids exactly: two members may land in the same block, so realised arm sizes
 vary like fair coin flips (about ±√n/2 per arm: ±50 of 10,000 over two arms). Exact
-sequential blocking would need the order in which members enrol, which only the hub knows;
-a kiosk would have to ask. The per-arm figures and their confidence interval account for
+sequential blocking needs the order in which members enrol, which only the hub knows: the
+hub uses it when it makes a new member's id (cloud/balanced_ids.py draws ids until the id's
+arm here is the one a permuted block owes), so members who join during a test fill its arms
+in blocks, and a kiosk still needs to ask nothing. The per-arm figures and their confidence interval account for
 unequal arm sizes (cloud/experiments.py).
 
 The shuffle is our own (SHA-256 counters), not ``random.shuffle``, so a kiosk and the hub on
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from kiosk.rules.state import Entry
 
 K = 4  # slots of each arm in one block: a block is arms × K slots
+WINBACK = ("bonus", "winback")  # (varies, target) of the win-back offer's test: the hub applies it, not the programme
 BLOCKS = 1 << 56  # blocks in the slot space; SHA-256's 128 bits reduced modulo it have no bias worth naming
 _UNIT = 1 << 64
 
@@ -139,7 +142,8 @@ def for_member(program: Program, member: str, at: datetime | None) -> Program:
     experiments, the programme itself, at no cost."""
     if not program.experiments or at is None:
         return program
-    changes = tuple(o for o in overrides(program, member, _day(program, at)) if o.varies != "message")
+    changes = tuple(o for o in overrides(program, member, _day(program, at))
+                    if o.varies != "message" and (o.varies, o.target) != WINBACK)
     if not changes:
         return program
     key = (id(program), changes)
@@ -154,6 +158,8 @@ def for_member(program: Program, member: str, at: datetime | None) -> Program:
 
 
 def _with(program: Program, changes: Iterable[Override]) -> Program:
+    """*program* with *changes* applied; a win-back offer's arm is no programme value (the hub
+    writes it into the member's offer entry), so it changes nothing here."""
     bonuses, earning, rewards = program.bonuses, program.earning, program.rewards
     for o in changes:
         if (o.varies, o.target) == ("bonus", "signup"):
@@ -166,7 +172,15 @@ def _with(program: Program, changes: Iterable[Override]) -> Program:
 
 
 def _rules(o: Override) -> tuple[str, ...]:
-    """The rules whose entries carry *o*'s value (their details name the experiment and variant)."""
+    """The rules whose entries carry *o*'s value (their details name the experiment and variant).
+
+    A win-back offer's arm shows in the ``winback-bonus`` entry that grants the offer: the hub
+    made the offer with the arm's bonus, so the grant is the arm's too. (An offer made before a
+    test began and granted during it is attributed to the arm as well; the hub's per-arm figures
+    come from ``assign``, not from these labels, so only the label is approximate then.)"""
+    if (o.varies, o.target) == WINBACK:
+        from kiosk.rules.state import WINBACK_RULE  # here: state imports this module
+        return (WINBACK_RULE,)
     if o.varies == "bonus":
         return ("signup-bonus",) if o.target == "signup" else ("base-rate",)
     if o.varies == "reward":

@@ -285,8 +285,16 @@ class FeedbackPatterns(_Doc):
         return getattr(self, outcome)
 
 
-EXPERIMENT_BONUSES = ("signup", "per_visit")
-"""The bonuses an experiment may vary: ``bonuses.signup`` and ``earning.per_visit`` (stamps)."""
+MESSAGE_TRIGGERS = ("welcome", "birthday", "almost_there", "winback", "tier_reached", "tier_loss", "reward_expiry")
+"""The automated messages whose words an experiment may vary (the hub's triggers,
+cloud/automations/templates.py; a test keeps the two lists equal)."""
+EXPERIMENT_BONUSES = ("signup", "per_visit", "winback")
+"""The bonuses an experiment may vary: ``bonuses.signup``, ``earning.per_visit`` (stamps) and
+``winback``, the bonus the hub offers with a win-back message (cloud/automations/winback.py;
+not a programme value: the hub writes each member's arm into their offer entry, which every
+kiosk grants as it stands, and 0 means no offer)."""
+MAX_WINBACK_BONUS = 10_000
+"""The largest win-back bonus an arm may offer: the bound of the hub's ``[automations] winback_bonus``."""
 
 
 class Variant(_Doc):
@@ -309,7 +317,8 @@ class Experiment(_Doc):
     id: str
     name: str = Field(min_length=1, max_length=60)
     varies: Literal["bonus", "reward", "message"]
-    target: str = Field(description="bonus: 'signup' or 'per_visit'; reward: the reward's id; "
+    target: str = Field(description="bonus: 'signup', 'per_visit' or 'winback' (the win-back offer); "
+                                    "reward: the reward's id; "
                                     "message: the automation's trigger, e.g. 'winback'")
     variants: tuple[Variant, ...] = Field(min_length=2, max_length=6)
     share: float = Field(1.0, gt=0, le=1,
@@ -334,7 +343,10 @@ class Experiment(_Doc):
         if self.varies == "bonus" and self.target not in EXPERIMENT_BONUSES:
             raise ValueError(f"target: a bonus experiment varies one of {', '.join(EXPERIMENT_BONUSES)}, "
                              f"not {self.target!r}")
-        if self.varies != "bonus":
+        if self.varies == "message" and self.target not in MESSAGE_TRIGGERS:
+            raise ValueError(f"target: a message experiment varies the words of one of "
+                             f"{', '.join(MESSAGE_TRIGGERS)}, not {self.target!r}")
+        if self.varies == "reward":
             _check_id(self.target)
         for i, variant in enumerate(self.variants):
             self._check_value(f"variants.{i}.value", variant.value)
@@ -347,8 +359,8 @@ class Experiment(_Doc):
             return
         if not isinstance(value, int):
             raise ValueError(f"{where}: {value!r} is not a whole number of stamps or points")
-        low, high = {"signup": (0, MAX_DELTA), "per_visit": (0, 100)}.get(self.target, (1, MAX_DELTA)) \
-            if self.varies == "bonus" else (1, MAX_DELTA)
+        bonus_bounds = {"signup": (0, MAX_DELTA), "per_visit": (0, 100), "winback": (0, MAX_WINBACK_BONUS)}
+        low, high = bonus_bounds.get(self.target, (1, MAX_DELTA)) if self.varies == "bonus" else (1, MAX_DELTA)
         if not low <= value <= high:
             raise ValueError(f"{where}: {value} is outside {low}..{high:,} for {self.varies} {self.target!r}")
 

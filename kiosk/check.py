@@ -29,8 +29,9 @@ from pathlib import Path
 
 import click
 
-from kiosk.common.errors import BackendUnavailable, StempelError
+from kiosk.common.errors import BackendUnavailable, LedgerError, StempelError
 from kiosk.config import DEFAULT_PATH, KioskConfig, MqttSection, load_config
+from kiosk.ledger_schema import LEDGER_SCHEMA, read_version
 
 CAMERA_MODULE_3 = "imx708"
 I2C_SLAVE = 0x0703  # <linux/i2c-dev.h>
@@ -183,8 +184,35 @@ def check_ledger(config: KioskConfig, probes: Probes) -> Finding:
                        f"sudo chown -R stempel:stempel {data}")
     ledger = data / "ledger.sqlite3"
     if ledger.exists():
-        return Finding("ledger", True, f"{ledger} ({ledger.stat().st_size // 1024} KiB)")
-    return Finding("ledger", True, f"{data} is writable; the ledger is made at the first start")
+        return _ledger_schema(ledger)
+    return Finding("ledger", True, f"{data} is writable; the ledger is made at the first start "
+                                   f"(schema version {LEDGER_SCHEMA})")
+
+
+def _ledger_schema(ledger: Path) -> Finding:
+    """The ledger's size and schema version, read through a read-only connection (the running
+    kiosk holds it open), and whether this release can use it."""
+    try:
+        found = read_version(ledger)
+    except LedgerError as exc:
+        return Finding("ledger", False, str(exc), f"if {ledger} is not readable by stempel: sudo chown stempel:stempel "
+                                                  f"{ledger}*; if it is damaged: restore a backup of it")
+    head = f"{ledger} ({ledger.stat().st_size // 1024} KiB, "
+    if found is None or found.version == LEDGER_SCHEMA:
+        return Finding("ledger", True, head + f"schema version {LEDGER_SCHEMA}, this release's)")
+    if found.version == 0:
+        return Finding("ledger", True, head + "no schema version: made before ledger versions; the kiosk marks it "
+                                              f"version {LEDGER_SCHEMA} when it next starts)")
+    if found.version < LEDGER_SCHEMA:
+        return Finding("ledger", True, head + f"schema version {found.version}; the kiosk migrates it to "
+                                              f"{LEDGER_SCHEMA} when it next starts)")
+    if found.readable_from <= LEDGER_SCHEMA:
+        return Finding("ledger", True, head + f"{found.words()}, from a newer release; this release "
+                                              f"(version {LEDGER_SCHEMA}) can still use it)")
+    return Finding("ledger", False, head + f"{found.words()}): written by a newer release; this release knows "
+                                           f"ledger versions up to {LEDGER_SCHEMA} and will not open it",
+                   "update or restore: switch to a release that reads it (stempel-kiosk update --list, then "
+                   "--to VERSION), or restore a backup of the ledger made by this release")
 
 
 def _backend(config: KioskConfig):

@@ -8,6 +8,10 @@ Events of the merchant's other kiosks arrive from the hub's ``ledger`` stream an
 in ``hub_events`` (once per ``event_id``, with the hub's ``hub_seq``); a member's state is
 the fold of the union of both tables, in ``(occurred_at, event_id)`` order, so every kiosk
 of a merchant folds the same events in the same order and shows the same balance.
+
+The file carries its layout's version (``PRAGMA user_version``, kiosk/ledger_schema.py): opening
+migrates an older ledger forward in one transaction and refuses one a newer release migrated
+(``LedgerTooNew``), so a release the updater went back to never writes to a layout it does not know.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kiosk.common.errors import LedgerError
+from kiosk.ledger_schema import LEDGER, SCHEMA_TABLE, Schema, check_readable, migrate
 from kiosk.protocol.event import (
     CONTENT,
     SQLITE_TYPES,
@@ -46,6 +51,9 @@ SCAN_REJECTED = "scan_rejected"
 # What every ledger row holds, own events and those of the merchant's other kiosks alike.
 _EVENT_COLUMNS = ",\n".join(f"    {name:<11} {SQLITE_TYPES[name]}" for name in CONTENT)
 
+# Layout 1: the tables of the releases before ledger versions, plus ``ledger_schema``. Never edit
+# it to change the layout: add a Step to kiosk/ledger_schema.py (an unversioned ledger is
+# completed with this script and then migrated by the steps, like any ledger at version 1).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     kiosk_seq   INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -94,7 +102,7 @@ CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
-""".replace("{columns}", _EVENT_COLUMNS + "\n")
+""".replace("{columns}", _EVENT_COLUMNS + "\n") + SCHEMA_TABLE
 
 
 @dataclass(frozen=True)
@@ -159,16 +167,29 @@ class Ledger:
     appends to ``events``, the hub link's worker thread (its own connection) to ``hub_events``;
     SQLite's write lock (WAL, busy timeout) keeps the two apart."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, schema: Schema = LEDGER) -> None:
+        """Open (or make) the ledger at *path* and migrate it to *schema* (tests pass their own).
+
+        Raises LedgerTooNew for a ledger a newer release migrated (nothing is written to it),
+        LedgerError when it cannot be opened or migrated (a failed migration leaves it as it was)."""
         self.path = Path(path)
+        db = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(f"BEGIN;{_SCHEMA}COMMIT;")  # one transaction: one fsync, all or nothing
+            check_readable(self.path, schema)  # read-only first: not even a checkpoint for a newer release's file
+            db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            migrate(db, self.path, _SCHEMA, schema)  # one transaction: one fsync, all or nothing
         except sqlite3.Error as exc:
+            if db is not None:
+                db.close()
             raise LedgerError(f"cannot open the ledger at {self.path}: {exc}") from exc
+        except BaseException:  # LedgerTooNew, or a migration that failed (rolled back)
+            if db is not None:
+                db.close()
+            raise
+        self._db = db
         self._snapshots: dict[str, _Snapshot] = {}
         self._snapshot_program: Program | None = None
         self._ledger_id: str | None = None

@@ -18,7 +18,8 @@ An update never replaces what runs. ``update --wheel FILE [--sha256 HEX]``:
 
 ``update --to VERSION`` switches to an installed release the same way (going back by hand),
 ``update --list`` shows them. Exit codes: 0 done or nothing to do, 1 refused (nothing
-changed), 3 rolled back, 4 rolled back but the service is not active.
+changed), 3 rolled back, 4 rolled back but the service is not active, 5 the new release failed
+but the one before cannot read the ledger (the new release stays current; a person must look).
 
 **Offline by default.** The dependencies come from the wheel's own folder and the current
 release's ``wheelhouse/`` (each release keeps the wheels it was installed from), with pip's
@@ -27,10 +28,15 @@ at a counter often reaches only the hub, a shop's line drops, and an index may h
 a dependency nobody tested on a Pi since the last release: offline, an update installs exactly
 what was shipped, or stops before anything changed with the name of the missing wheel.
 
-**The ledger is never touched.** An update changes ``/opt/stempel`` and restarts the unit;
+**The ledger is never written.** An update changes ``/opt/stempel`` and restarts the unit;
 ``/var/lib/stempel`` (ledger, outbox, keys) is the kiosk's own, and only the kiosk migrates its
-ledger forward when it starts. A rollback therefore runs the old release on a ledger the new
-one may have migrated: ledger migrations must stay readable by the release before them.
+ledger forward when it starts (kiosk/ledger_schema.py). So a release switched back to may meet
+a ledger the newer one migrated. Before pointing ``current`` at any release (an update, ``--to``,
+a rollback) the updater reads the ledger's schema version through a read-only connection
+(``--ledger``, by default the unit's ``/var/lib/stempel/ledger.sqlite3``) and the versions the
+release reads (``release_ledger_schema``), and refuses a release that cannot use it: the
+release would refuse the ledger on start, or, if made before ledger versions, write to a layout
+it does not know. A refused rollback leaves the new release current and running (exit 5).
 
 The version that runs is what ``state`` reports (``software_version``, read from the
 release's installed metadata), so the hub sees an update or a rollback land.
@@ -49,6 +55,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -57,6 +64,8 @@ from typing import Protocol, runtime_checkable
 
 import click
 
+from kiosk.common.errors import LedgerError
+from kiosk.ledger_schema import UNVERSIONED_READS, declared_schema, read_version
 from kiosk.releases import (
     Builder,
     Layout,
@@ -75,6 +84,8 @@ log = logging.getLogger(__name__)
 
 UNIT = "stempel-kiosk"
 MIN_RELEASE_BYTES = 64 << 20  # room a release needs when there is no current one to measure
+LEDGER_FILE = Path("var/lib/stempel/ledger.sqlite3")  # under --root: the unit's STEMPEL_DATA_DIR
+LEDGER_MODULE = "kiosk/ledger_schema.py"
 
 
 class RolledBack(UpdateError):
@@ -87,6 +98,59 @@ class RolledBack(UpdateError):
 
 class RollbackFailed(UpdateError):
     """The new release failed and the old one, switched back to, is not active either."""
+
+
+class LedgerAhead(UpdateError):
+    """The release to switch to cannot read the ledger (a newer release migrated it); nothing changed."""
+
+
+class RollbackRefused(UpdateError):
+    """The new release failed, but the one before cannot read the ledger the new one migrated:
+    ``current`` stays on the new release, which systemd keeps restarting."""
+
+    def __init__(self, message: str, version: str, back_to: str) -> None:
+        super().__init__(message)
+        self.version, self.back_to = version, back_to
+
+
+def release_ledger_schema(release: Path) -> int:
+    """The newest ledger schema version the code in *release* reads: ``LEDGER_SCHEMA`` of its
+    installed ``kiosk/ledger_schema.py``, parsed, never run.
+
+    Read from the file rather than asked of the release (``bin/python -c 'from kiosk... import
+    LEDGER_SCHEMA'``): the answer must not depend on that code running well, since it is asked
+    just when a release failed; importing would run the release's package code and take
+    ``sys.path`` from the current directory unless isolated; and it costs no interpreter start
+    on a Pi. The file is what pip installed from the release's wheel, and a release is never
+    rebuilt in place, so its literal stays the release's answer. The same reading works for
+    every release however it was built (installer, updater) and for those made before ledger
+    versions: they have no such file and read the unversioned layout, version 1.
+    Raises UpdateError when the release holds no kiosk package, or an unreadable module.
+    """
+    packages = sorted(release.glob("lib/python*/site-packages/kiosk"))
+    if len(packages) != 1:
+        found = ", ".join(str(p) for p in packages) or "none"
+        raise UpdateError(f"cannot tell which ledger versions release {release.name} reads: expected one kiosk "
+                          f"package under {release}/lib/python*/site-packages, found {found}")
+    module = packages[0] / "ledger_schema.py"
+    if not module.is_file():
+        return UNVERSIONED_READS
+    try:
+        return declared_schema(module.read_text(encoding="utf-8"), str(module))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UpdateError(f"cannot tell which ledger versions release {release.name} reads: {exc}") from exc
+
+
+def wheel_ledger_schema(wheel: WheelInfo) -> int:
+    """What :func:`release_ledger_schema` will say of the release built from *wheel* (checked
+    before building, so a refused downgrade builds nothing). Raises UpdateError."""
+    try:
+        with zipfile.ZipFile(wheel.path) as archive:
+            if LEDGER_MODULE not in archive.namelist():
+                return UNVERSIONED_READS
+            return declared_schema(archive.read(LEDGER_MODULE).decode("utf-8"), f"{wheel.path.name}:{LEDGER_MODULE}")
+    except (OSError, zipfile.BadZipFile, UnicodeDecodeError, ValueError) as exc:
+        raise UpdateError(f"cannot tell which ledger versions {wheel.path.name} reads: {exc}") from exc
 
 
 @runtime_checkable
@@ -142,12 +206,15 @@ class Outcome:
 class Updater:
     """Builds, switches, checks and rolls back; *services* None switches without a restart.
 
-    *disk_free*, *clock* and *sleep* are the system's unless a test passes its own.
+    *ledger* is the kiosk's ledger (default: ``var/lib/stempel/ledger.sqlite3`` under the
+    layout's root), only ever read. *disk_free*, *clock* and *sleep* are the system's unless a
+    test passes its own.
     """
 
     def __init__(self, layout: Layout, services: Services | None, builder: Builder | None = None, *,
                  unit: str = UNIT, deadline: float = 120.0, settle: float = 10.0, keep: int = 3,
                  allow_index: bool = False, say: Callable[[str], None] = lambda _: None,
+                 ledger: Path | None = None,
                  disk_free: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         if keep < 2:
@@ -155,12 +222,14 @@ class Updater:
         self.layout, self.services, self.builder = layout, services, builder or VenvBuilder()
         self.unit, self.deadline, self.settle, self.keep = unit, deadline, settle, keep
         self.allow_index, self.say = allow_index, say
+        self.ledger = ledger if ledger is not None else layout.root / LEDGER_FILE
         self._disk_free, self._clock, self._sleep = disk_free, clock, sleep
 
     def install(self, wheel_file: Path, sha256: str | None = None) -> Outcome:
         """Check, build (if new), switch to and verify the release in *wheel_file*."""
         wheel = check_wheel(wheel_file, sha256)
         self.say(f"stempel {wheel.version}: wheel checked (sha256 {wheel.sha256})")
+        self._refuse_if_ledger_ahead(wheel.version, lambda: wheel_ledger_schema(wheel))
         with self._locked():
             built = self._ensure_release(wheel)
             return self._switch(wheel.version, built)
@@ -249,6 +318,7 @@ class Updater:
         if before == version:
             self.say(f"stempel {version}: already the current release; nothing to do")
             return Outcome(version, layout.target(layout.previous), "unchanged", built)
+        self._refuse_if_ledger_ahead(version, lambda: release_ledger_schema(layout.release_dir(version)))
         self._point(layout.current, version)
         if services is None:
             if before is not None:
@@ -284,6 +354,12 @@ class Updater:
         if before is None:
             raise RollbackFailed(f"release {version} {why}, and there is no earlier release to go back to; "
                                  f"see journalctl -u {self.unit}")
+        ahead = self._ledger_ahead(before, lambda: release_ledger_schema(self.layout.release_dir(before)))
+        if ahead is not None:
+            log.error("update.rollback_refused", extra={"version": version, "back_to": before, "why": ahead})
+            raise RollbackRefused(f"release {version} {why}, but it cannot be rolled back to {before}: {ahead}. "
+                                  f"{version} stays current (systemd keeps restarting it): see journalctl -u "
+                                  f"{self.unit}, then install a release that reads this ledger", version, before)
         self.say(f"stempel {version}: {why}; rolling back to {before}")
         self._point(self.layout.current, before)
         back, back_why = self._comes_up(services)
@@ -292,6 +368,33 @@ class Updater:
                                  f"either: see journalctl -u {self.unit}")
         raise RolledBack(f"release {version} {why}; rolled back to {before}, which is running again "
                          f"(journalctl -u {self.unit} says why {version} failed)", version, before)
+
+    def _ledger_ahead(self, version: str, reads: Callable[[], int]) -> str | None:
+        """Why release *version* (which reads ledger versions up to ``reads()``) must not run on
+        the ledger, or None. Every release, also one made before ledger versions, can use a
+        ledger that version 1 code can use, so *reads* is only asked for a ledger beyond that."""
+        try:
+            found = read_version(self.ledger)
+        except LedgerError as exc:  # no release can use it then; the one switched to will say so itself
+            log.warning("update.ledger_unreadable", extra={"ledger": str(self.ledger), "error": str(exc)})
+            self.say(f"warning: {exc}; switching without knowing the ledger's version")
+            return None
+        if found is None or found.readable_from <= UNVERSIONED_READS:
+            return None
+        try:
+            supports = reads()
+        except UpdateError as exc:  # refused as well: going back blind could hand it to code that does not know it
+            return f"the ledger {self.ledger} is at {found.words()}, and {exc}"
+        if found.readable_from <= supports:
+            return None
+        return (f"the ledger {self.ledger} is at {found.words()}, migrated by a newer release, and release "
+                f"{version} reads ledger versions up to {supports}")
+
+    def _refuse_if_ledger_ahead(self, version: str, reads: Callable[[], int]) -> None:
+        ahead = self._ledger_ahead(version, reads)
+        if ahead is not None:
+            raise LedgerAhead(f"not switching to {version}: {ahead}; switch to a release that reads it "
+                              "(update --list), or restore a backup of the ledger made by that release")
 
     def _point(self, link: Path, version: str) -> None:
         try:
@@ -316,7 +419,7 @@ class Updater:
         return True, ""
 
 
-EXIT_REFUSED, EXIT_ROLLED_BACK, EXIT_ROLLBACK_FAILED = 1, 3, 4
+EXIT_REFUSED, EXIT_ROLLED_BACK, EXIT_ROLLBACK_FAILED, EXIT_ROLLBACK_REFUSED = 1, 3, 4, 5
 
 
 @click.command("update")
@@ -334,11 +437,13 @@ EXIT_REFUSED, EXIT_ROLLED_BACK, EXIT_ROLLBACK_FAILED = 1, 3, 4
 @click.option("--unit", default=UNIT, show_default=True, help="The systemd unit to restart.")
 @click.option("--no-restart", is_flag=True, help="Only switch `current`; restart (and check) by hand.")
 @click.option("--python", "python", help="Interpreter for new venvs [the one this runs on].")
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path),
+              help="The kiosk's ledger, only read [ROOT/var/lib/stempel/ledger.sqlite3].")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/"), show_default=True,
               help="Put every path under this folder (tests, the installer's --root mode); implies no restart.")
 @click.pass_context
 def update(ctx: click.Context, wheel_file, sha256, to_version, list_only, allow_index, keep, deadline, settle,
-           unit, no_restart, python, root) -> None:
+           unit, no_restart, python, ledger, root) -> None:
     """Install a release beside the running one, switch to it, roll back if it does not come up."""
     if sum(map(bool, (wheel_file, to_version, list_only))) != 1:
         raise click.UsageError("give one of --wheel FILE, --to VERSION or --list")
@@ -350,7 +455,7 @@ def update(ctx: click.Context, wheel_file, sha256, to_version, list_only, allow_
     if services is None and not no_restart and root == Path("/"):
         services = Systemctl(timeout=deadline)
     updater = Updater(layout, services, VenvBuilder(python), unit=unit, deadline=deadline, settle=settle,
-                      keep=keep, allow_index=allow_index, say=lambda line: click.echo(line, err=True))
+                      keep=keep, allow_index=allow_index, say=lambda line: click.echo(line, err=True), ledger=ledger)
     try:
         outcome = updater.install(wheel_file, sha256) if wheel_file else updater.switch_to(to_version)
     except RolledBack as exc:
@@ -359,6 +464,9 @@ def update(ctx: click.Context, wheel_file, sha256, to_version, list_only, allow_
     except RollbackFailed as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_ROLLBACK_FAILED)
+    except RollbackRefused as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_ROLLBACK_REFUSED)
     except UpdateError as exc:
         click.echo(f"error: {exc}; nothing was changed", err=True)
         sys.exit(EXIT_REFUSED)

@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from notifysock import NotifySocket
 
 from kiosk.ledger import Ledger
+from kiosk.ledger_schema import LEDGER_SCHEMA, OnDisk, Schema, Step, read_version
 from kiosk.releases import (
     BadWheel,
     Layout,
@@ -37,7 +38,15 @@ from kiosk.releases import (
     check_wheel,
     pip_failure,
 )
-from kiosk.update import RollbackFailed, RolledBack, Systemctl, Updater, update
+from kiosk.update import (
+    LedgerAhead,
+    RollbackFailed,
+    RolledBack,
+    Systemctl,
+    Updater,
+    release_ledger_schema,
+    update,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 1.5  # the supervisor's TimeoutStartSec: a fake release is READY in well under it
@@ -46,13 +55,17 @@ START_TIMEOUT = 1.5  # the supervisor's TimeoutStartSec: a fake release is READY
 # --- wheels and releases ----------------------------------------------------------------------
 
 def make_wheel(folder: Path, version: str, *, meta_version: str | None = None, console: bool = True,
-               name: str = "stempel") -> Path:
-    """A minimal but well-formed wheel: METADATA, WHEEL, entry points, RECORD, one module."""
+               name: str = "stempel", ledger_schema: int | str | None = None) -> Path:
+    """A minimal but well-formed wheel: METADATA, WHEEL, entry points, RECORD, one module, and
+    with *ledger_schema* a ``kiosk/ledger_schema.py`` saying ``LEDGER_SCHEMA = <it>`` (without:
+    a release made before ledger versions)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}-{version}-py3-none-any.whl"
     info = f"{name}-{version}.dist-info"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as wheel:
         wheel.writestr("kiosk/__init__.py", f"__version__ = {version!r}\n")
+        if ledger_schema is not None:
+            wheel.writestr("kiosk/ledger_schema.py", f'"""The ledger\'s version."""\n\nLEDGER_SCHEMA = {ledger_schema}\n')
         wheel.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {meta_version or version}\n")
         wheel.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         if console:
@@ -69,6 +82,13 @@ with open({runlog!r}, "a") as log:
 behaviour = {behaviour!r}
 if behaviour == "crash":
     sys.exit(1)
+if behaviour == "migrates-then-crashes":  # a newer release: migrates the ledger, then fails before READY
+    from kiosk.ledger import Ledger
+    from kiosk.ledger_schema import Schema, Step
+    Ledger({ledger!r}, Schema(2, (Step(2, lambda db: db.execute("CREATE TABLE notes (note TEXT)")),))).close()
+    with open({ledger!r}, "rb") as src, open({ledger!r} + ".migrated", "wb") as copy:
+        copy.write(src.read())  # the ledger as this release left it, for the test to compare
+    sys.exit(1)
 if behaviour in ("ready", "dies-after-ready"):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.sendto(b"READY=1\\nSTATUS=fake " + {version!r}.encode(), os.environ["NOTIFY_SOCKET"])
@@ -82,10 +102,12 @@ while True:  # "hang": a kiosk whose camera never comes up and so never says REA
 
 class FakeBuilder:
     """Builds a release in milliseconds: ``bin/stempel-kiosk`` behaves as *behaviours* says
-    (``ready`` by default; ``hang``, ``crash``, ``dies-after-ready``). *fail* raises instead."""
+    (``ready`` by default; ``hang``, ``crash``, ``dies-after-ready``, ``migrates-then-crashes``
+    the *ledger*), and the wheel's ``kiosk`` files land in ``lib/pythonX.Y/site-packages`` as pip
+    puts them. *fail* raises instead."""
 
-    def __init__(self, runlog: Path, behaviours: dict[str, str] | None = None) -> None:
-        self.runlog, self.behaviours = runlog, behaviours or {}
+    def __init__(self, runlog: Path, behaviours: dict[str, str] | None = None, ledger: Path | None = None) -> None:
+        self.runlog, self.behaviours, self.ledger = runlog, behaviours or {}, ledger
         self.built: list[str] = []
         self.calls: list[tuple[list[Path], bool]] = []
         self.fail: OSError | None = None
@@ -97,8 +119,12 @@ class FakeBuilder:
             raise self.fail
         script = dest / "bin" / "stempel-kiosk"
         script.write_text(FAKE_KIOSK.format(python=sys.executable, runlog=str(self.runlog), version=wheel.version,
-                                            behaviour=self.behaviours.get(wheel.version, "ready")))
+                                            behaviour=self.behaviours.get(wheel.version, "ready"),
+                                            ledger=str(self.ledger)))
         script.chmod(0o755)
+        site = dest / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+        with zipfile.ZipFile(wheel.path) as archive:
+            archive.extractall(site, [n for n in archive.namelist() if n.startswith("kiosk/")])
         (dest / "wheelhouse").mkdir()
         shutil.copy(wheel.path, dest / "wheelhouse")
         self.built.append(wheel.version)
@@ -280,6 +306,108 @@ def test_a_first_release_that_fails_has_nothing_to_go_back_to(layout, wheels, ru
     up = updater(layout, ScriptedServices(layout, broken=("1.0.0",)), FakeBuilder(runlog))
     with pytest.raises(RollbackFailed, match="no earlier release"):
         up.install(make_wheel(wheels, "1.0.0"))
+
+
+# --- the ledger's schema version: never hand a ledger to a release that cannot read it ----------
+
+def migrate_to_2(path: Path, readable_from: int | None = None) -> None:
+    """What a release with ledger schema 2 does to the ledger when it starts."""
+    step = Step(2, lambda db: db.execute("CREATE TABLE notes (note TEXT)"), readable_from=readable_from)
+    Ledger(path, Schema(2, (step,))).close()
+
+
+def test_a_rollback_to_a_release_that_cannot_read_the_migrated_ledger_is_refused(
+        layout, wheels, runlog, ledger_file, tmp_path, monkeypatch):
+    """1.1.0 migrates the ledger to version 2 as it starts and then fails; 1.0.0 reads version 1
+    only, so going back would hand it a layout it does not know: 1.1.0 stays, exit 5."""
+    notify = NotifySocket(tmp_path)
+    supervisor = Supervisor(layout, notify, start_timeout=30)  # 1.1.0 exits once migrated: no waiting
+    builder = FakeBuilder(runlog, {"1.1.0": "migrates-then-crashes"}, ledger=ledger_file)
+    monkeypatch.setattr("kiosk.update.VenvBuilder", lambda python=None: builder)
+    args = ["--root", str(layout.root), "--settle", "0.3", "--deadline", "5"]
+    runner = CliRunner()
+    try:
+        ok = runner.invoke(update, ["--wheel", str(make_wheel(wheels, "1.0.0", ledger_schema=1)), *args],
+                           obj=supervisor)
+        assert ok.exit_code == 0, ok.output
+        bad = runner.invoke(update, ["--wheel", str(make_wheel(wheels, "1.1.0", ledger_schema=2)), *args],
+                            obj=supervisor)
+    finally:
+        supervisor.stop()
+        notify.close()
+    assert bad.exit_code == 5, bad.output
+    assert "release 1.1.0 did not start" in bad.stderr and "cannot be rolled back to 1.0.0" in bad.stderr
+    assert f"the ledger {ledger_file} is at schema version 2" in bad.stderr
+    assert "release 1.0.0 reads ledger versions up to 1" in bad.stderr and "1.1.0 stays current" in bad.stderr
+    assert layout.target(layout.current) == "1.1.0" and layout.target(layout.previous) is None
+    assert supervisor.started == ["1.0.0", "1.1.0"] and runs(runlog) == ["1.0.0", "1.1.0"]  # 1.0.0 never restarted
+    assert layout.release("1.1.0").health == "failed"
+    # the updater only read the ledger: byte for byte as 1.1.0 left it, at version 2, its event kept
+    assert ledger_file.read_bytes() == Path(f"{ledger_file}.migrated").read_bytes()
+    assert read_version(ledger_file) == OnDisk(2, 2)
+    ledger = Ledger(ledger_file, Schema(2, (Step(2, lambda db: None),)))
+    assert [e.reason for e in ledger.events()] == ["bad_signature"]
+    ledger.close()
+
+
+def test_going_back_by_hand_to_a_release_that_cannot_read_the_ledger_is_refused(layout, wheels, runlog, ledger_file):
+    builder, services = FakeBuilder(runlog), ScriptedServices(layout)
+    up = updater(layout, services, builder)
+    old, new = make_wheel(wheels, "1.0.0"), make_wheel(wheels, "2.0.0", ledger_schema=2)  # 1.0.0: before versions
+    up.install(old)
+    up.install(new)
+    migrate_to_2(ledger_file)
+    before = ledger_file.read_bytes()
+    with pytest.raises(LedgerAhead, match=r"not switching to 1.0.0: the ledger .* is at schema version 2, .* "
+                                          r"release 1.0.0 reads ledger versions up to 1"):
+        up.switch_to("1.0.0")
+    with pytest.raises(LedgerAhead, match="not switching to 1.0.0"):
+        up.install(old)  # the same downgrade through its wheel
+    with pytest.raises(LedgerAhead, match="not switching to 0.9.0"):
+        up.install(make_wheel(wheels, "0.9.0", ledger_schema=1))  # refused before anything is built
+    assert builder.built == ["1.0.0", "2.0.0"] and not layout.release_dir("0.9.0").exists()
+    assert layout.target(layout.current) == "2.0.0" and services.restarts == ["1.0.0", "2.0.0"]
+    assert ledger_file.read_bytes() == before
+    result = CliRunner().invoke(update, ["--to", "1.0.0", "--root", str(layout.root)])
+    assert result.exit_code == 1 and "not switching to 1.0.0" in result.stderr
+    assert result.stderr.rstrip().endswith("nothing was changed")
+    assert layout.target(layout.current) == "2.0.0" and ledger_file.read_bytes() == before
+
+
+def test_a_release_that_reads_the_ledgers_version_or_a_step_older_code_may_read_is_switched_to(
+        layout, wheels, runlog, ledger_file):
+    up = updater(layout, ScriptedServices(layout), FakeBuilder(runlog))
+    for version, reads in (("1.0.0", 1), ("2.0.0", 2), ("3.0.0", 3)):
+        up.install(make_wheel(wheels, version, ledger_schema=reads))
+    migrate_to_2(ledger_file)
+    assert up.switch_to("2.0.0").action == "switched"  # reads 2 itself
+    assert up.switch_to("3.0.0").action == "switched"  # newer: it migrates on start
+    added_only = ledger_file.with_name("added-only.sqlite3")
+    migrate_to_2(added_only, readable_from=1)  # a step that only adds: version 1 code may still use it
+    assert read_version(added_only) == OnDisk(2, 1)
+    up.ledger = added_only
+    assert up.switch_to("1.0.0").action == "switched"
+
+
+def test_what_a_release_reads_is_taken_from_its_installed_files(layout, wheels, runlog, ledger_file):
+    up = updater(layout, ScriptedServices(layout), FakeBuilder(runlog))
+    up.install(make_wheel(wheels, "1.0.0", ledger_schema=2))
+    up.install(make_wheel(wheels, "2.0.0", ledger_schema=2))
+    up.install(make_wheel(wheels, "3.0.0"))
+    assert release_ledger_schema(layout.release_dir("3.0.0")) == 1  # made before ledger versions
+    assert release_ledger_schema(layout.release_dir("2.0.0")) == 2
+    module = next(layout.release_dir("2.0.0").glob("lib/python*/site-packages/kiosk/ledger_schema.py"))
+    module.write_text("LEDGER_SCHEMA = compute()\n")
+    with pytest.raises(UpdateError, match="release 2.0.0 reads: .*not a plain positive integer"):
+        release_ledger_schema(layout.release_dir("2.0.0"))
+    shutil.rmtree(layout.release_dir("1.0.0") / "lib")
+    with pytest.raises(UpdateError, match="expected one kiosk package under .*, found none"):
+        release_ledger_schema(layout.release_dir("1.0.0"))
+    # on a migrated ledger, a release that cannot say what it reads is not switched to either
+    migrate_to_2(ledger_file)
+    with pytest.raises(LedgerAhead, match="is at schema version 2, and cannot tell which ledger versions release 1.0"):
+        up.switch_to("1.0.0")
+    assert layout.target(layout.current) == "3.0.0"
 
 
 # --- idempotence, retention, links ------------------------------------------------------------
@@ -546,6 +674,7 @@ def test_a_real_wheel_installs_into_a_real_release_venv_and_the_next_one_offline
     version = subprocess.run([str(python), "-c", "from kiosk.link.state import software_version as v; print(v())"],
                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert version.stdout.strip() == "0.1.0", version.stderr  # what `state` reports
+    assert release_ledger_schema(layout.release_dir("0.1.0")) == LEDGER_SCHEMA  # read from what pip installed
     assert subprocess.run([str(layout.current / "bin" / "stempel-kiosk"), "--help"], capture_output=True,
                           timeout=60, cwd=tmp_path).returncode == 0
 

@@ -4,7 +4,7 @@ message it accepts in a Maildir (its ``Mailbox`` handler). Adopt with
 
 ``smtp_sink`` speaks plain SMTP. ``smtp_tls_sink`` starts sinks with TLS (smtpsink_server.py):
 STARTTLS required before MAIL, or SMTPS (TLS from the first byte), optionally with AUTH (only
-over TLS), each on a certificate from an ``Authority`` — a throwaway CA made at run time, so
+over TLS), each on a certificate from tests/testca.py's ``Authority`` — a CA made at run time, so
 nothing secret is committed. Their messages carry ``X-Sink-TLS`` / ``X-Sink-Auth``: how the
 session that delivered them was secured.
 """
@@ -12,29 +12,21 @@ session that delivered them was secured.
 from __future__ import annotations
 
 import email.policy
-import ipaddress
 import mailbox
 import select
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Literal
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cloud.devbroker import free_port
 
 SERVER = Path(__file__).with_name("smtpsink_server.py")
-LOCAL = ("localhost", "127.0.0.1")  # the names a sink's certificate is for, by default
 
 
 class SmtpSink:
@@ -91,60 +83,6 @@ def smtp_sink(tmp_path):
         yield SmtpSink(port, maildir)
     finally:
         _stop(proc)
-
-
-class Authority:
-    """A throwaway certificate authority (ECDSA P-256, valid one day) writing PEM files into *folder*;
-    ``ca_file`` is what a client given ``[smtp] ca_file`` trusts."""
-
-    def __init__(self, folder: Path, name: str = "smtp-test-ca") -> None:
-        self.folder, self.name = folder, name
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        ski = x509.SubjectKeyIdentifier.from_public_key(self.key.public_key())
-        self.cert = (self._builder(subject, subject, self.key.public_key())
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                     .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
-                                                  key_encipherment=False, data_encipherment=False,
-                                                  key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                                  encipher_only=False, decipher_only=False), critical=True)
-                     .add_extension(ski, critical=False)
-                     .sign(self.key, hashes.SHA256()))
-        self.ca_file = self._write("ca.crt", self.cert.public_bytes(serialization.Encoding.PEM))
-
-    def server(self, name: str = "sink", hosts: Sequence[str] = LOCAL) -> tuple[Path, Path]:
-        """(certificate, key) files of a server known as *hosts* (DNS names or IP addresses)."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        names: list[x509.GeneralName] = []
-        for host in hosts:
-            try:
-                names.append(x509.IPAddress(ipaddress.ip_address(host)))
-            except ValueError:
-                names.append(x509.DNSName(host))
-        cert = (self._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]), self.cert.subject,
-                              key.public_key())
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.SubjectAlternativeName(names), critical=False)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                               critical=False)
-                .sign(self.key, hashes.SHA256()))
-        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-        return (self._write(f"{name}.crt", cert.public_bytes(serialization.Encoding.PEM)),
-                self._write(f"{name}.key", key_pem))
-
-    @staticmethod
-    def _builder(subject: x509.Name, issuer: x509.Name, public_key) -> x509.CertificateBuilder:
-        now = datetime.now(timezone.utc)
-        return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1)))
-
-    def _write(self, name: str, data: bytes) -> Path:
-        path = self.folder / f"{self.name}-{name}"
-        path.write_bytes(data)
-        return path
 
 
 def _started(proc: subprocess.Popen, log: Path, patience: float = 20.0) -> int:

@@ -6,16 +6,10 @@ is committed. The broker runs the listeners ``stempel-hub broker-config`` genera
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from broker_fleet import Fleet
 from cloud.broker.conf import Listener, TlsFiles
@@ -23,51 +17,11 @@ from cloud.provision import Endpoint
 from kiosk.protocol import topics
 from mosquitto import free_port
 from mqtt_peer import Peer
+from testca import Authority
 
 pytestmark = pytest.mark.slow  # a Mosquitto with TLS listeners
 
 ROSA = "cafe-rosa"
-
-
-class Authority:
-    """A throwaway certificate authority writing PEM files into *folder*."""
-
-    def __init__(self, folder: Path, name: str) -> None:
-        self.folder, self.name = folder, name
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        self.cert = (self._builder(subject, self.key.public_key())
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                     .sign(self.key, hashes.SHA256()))
-        self.ca_file = self._write(f"{name}.crt", self.cert.public_bytes(serialization.Encoding.PEM))
-
-    def issue(self, common_name: str, *, server: bool) -> tuple[Path, Path]:
-        """(certificate, key) files for a server on 127.0.0.1/localhost or for a client."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = self._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]), key.public_key())
-        builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        if server:
-            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        cert = builder.sign(self.key, hashes.SHA256())
-        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-        return (self._write(f"{common_name}.crt", cert.public_bytes(serialization.Encoding.PEM)),
-                self._write(f"{common_name}.key", key_pem))
-
-    def _builder(self, subject: x509.Name, public_key) -> x509.CertificateBuilder:
-        now = datetime.now(timezone.utc)
-        issuer = self.cert.subject if hasattr(self, "cert") else subject
-        return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1)))
-
-    def _write(self, name: str, data: bytes) -> Path:
-        path = self.folder / f"{self.name}-{name}"
-        path.write_bytes(data)
-        return path
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mosquitto import Mosquitto, free_port
 from syncrig import Watcher, wait_until
-from test_broker_tls import Authority
+from testca import Authority
 
 from kiosk.common.bus import CERTIFICATE, NOT_AUTHORISED, REFUSED, BusSettings, MqttBus, Tls
 from kiosk.protocol import topics

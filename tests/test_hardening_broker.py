@@ -437,7 +437,7 @@ def _outward_address() -> str | None:
 
 @pytest.mark.slow  # a Mosquitto
 def test_a_real_broker_with_tls_serves_plaintext_on_loopback_only(tmp_path):
-    from test_broker_tls import Authority
+    from testca import Authority
 
     outward = _outward_address()
     if outward is None:

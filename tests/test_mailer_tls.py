@@ -16,7 +16,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from smtpsink import Authority, SmtpSink, smtp_sink, smtp_tls_sink  # noqa: F401  (fixtures)
+from smtpsink import SmtpSink, smtp_sink, smtp_tls_sink  # noqa: F401  (fixtures)
+from testca import Authority
 from test_automations import NOW, Shop
 
 from cloud.automations.mailer import NotSent, SmtpChannel

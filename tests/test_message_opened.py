@@ -258,6 +258,7 @@ def test_a_card_opened_from_a_message_is_kept_for_offline_under_its_plain_url(tm
                                        ".then(() => done(true));")  # only what the message's link leaves
             phone.get(base + path)
             assert shop.opened() == {message: NOW}
+            assert phone.current_url == base + plain  # the id left the address bar (card.js)
             _wait(phone, f"return caches.match({base + plain!r}).then((hit) => hit !== undefined)",
                   "the card in the cache")
             phone.set_network_conditions(offline=True, latency=0, download_throughput=0, upload_throughput=0)

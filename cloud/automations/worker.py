@@ -130,6 +130,10 @@ class Worker:
                 return
             try:
                 channel.connect()
+            except ConfigError:  # a refused login: give the rows back now, not when the lease runs out
+                with self.engine.begin() as conn:
+                    outbox.release(conn, ids, self.worker_id)
+                raise
             except NotSent as exc:
                 log.warning("automations.channel_down", extra={"merchant": merchant, "channel": name,
                                                                "error": str(exc)})

@@ -109,7 +109,7 @@ def _profile(form: dict, consented: bool, t: dict, kiosk: str | None, ref: str, 
                 errors.append(t["bad_birthday"])
     at = context.now()
     profile = {"email": form["email"] or None, "birthday": birthday, "referred_by": ref or None,
-               "joined_via": kiosk, "language": lang, "consent_program_at": at,
+               "joined_via": kiosk, "language": lang, "consent_program_at": at, "created_at": at,
                "consent_marketing_at": at if form["marketing"] else None}
     return profile, errors
 

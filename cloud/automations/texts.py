@@ -14,9 +14,8 @@ bounded body, no bare ``$``, and only the placeholders the trigger's values alwa
 are never ones (only some members have them): templates.render adds the win-back offer's and the
 NPS question's paragraphs to the owner's words as to the built-in ones.
 
-Message A/B tests can name only triggers that are ids (welcome, birthday, winback): the
-programme's schema checks ``target`` as an id, so ``almost_there`` and the others with ``_`` are
-refused there; ``variants``/``placeholders`` would handle them as they stand.
+A message A/B test may name any trigger (the programme checks ``target`` against
+kiosk/rules/program.py ``MESSAGE_TRIGGERS``, which a test keeps equal to templates.py's).
 """
 
 from __future__ import annotations

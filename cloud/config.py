@@ -36,6 +36,9 @@ password_file = "/etc/stempel/smtp-password"
 starttls = true                        # or tls = true for SMTPS; never falls back to plain text
 # ca_file = "/etc/stempel/smtp-ca.crt" # a private CA (PEM) to trust instead of the system's
 sender = "Cafe Rosa <stempel@example.net>"
+# return_path = "bounces@example.net"  # the envelope sender (MAIL FROM): where bounces go [sender]
+# bounce_maildir = "/var/mail/bounces" # the Maildir return_path's mail arrives in: each sweep records
+                                       # the bounces in it (cloud/automations/bounces.py)
 
 [automations]                          # triggers, weekly cap, quiet hours (local time of each shop)
 channels = ["email", "webhook"]        # each message goes out once per channel listed [email]; "inbox": on the card
@@ -57,6 +60,7 @@ timeout = 10
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from datetime import time, timedelta
@@ -71,6 +75,7 @@ from kiosk.common.tomlfile import explain, read_toml
 from kiosk.protocol.event_schema import ClockWindow
 
 DEFAULT_PATH = Path("/etc/stempel/hub.toml")
+_ADDRESS = re.compile(r"[^\s<>()@,;:\"]{1,64}@[A-Za-z0-9.-]{1,253}")  # a bare address, as MAIL FROM takes it
 
 # Environment variables and the field each sets ("section.field").
 ENV = {"STEMPEL_HUB_DIR": "hub.data_dir", "STEMPEL_HUB_DB": "hub.db_url", "STEMPEL_HUB_MQTT": "mqtt.settings_file",
@@ -141,6 +146,30 @@ class SmtpSection(BaseModel):
     ca_file: Path | None = Field(None, description="CA (PEM) to trust instead of the system's")
     sender: str | None = Field(None, min_length=3, max_length=254, description="the From address")
     timeout: float = Field(30.0, gt=0, le=600, description="seconds per SMTP command")
+    return_path: str | None = Field(None, max_length=254,
+                                    description="the envelope sender (MAIL FROM), where bounces go [sender]")
+    bounce_maildir: Path | None = Field(None, description="the Maildir the return path's mail arrives in")
+
+    @field_validator("return_path")
+    @classmethod
+    def _return_path(cls, value: str | None) -> str | None:
+        if value is not None and not _ADDRESS.fullmatch(value):
+            raise ValueError("give a bare address (bounces@example.net, no name or <>): the envelope sender "
+                             "that receives the bounces")
+        return value
+
+    def maildir(self) -> Path:
+        """``bounce_maildir``, checked: a directory with ``cur``, ``new`` and ``tmp``. Raises
+        ConfigError naming ``[smtp] bounce_maildir`` (and when it is not set)."""
+        path = self.bounce_maildir
+        if path is None:
+            raise ConfigError("[smtp] bounce_maildir is not set: no bounces are read")
+        missing = [sub for sub in ("cur", "new", "tmp") if not (path / sub).is_dir()]
+        if missing:
+            what = "no directory" if not path.is_dir() else f"no Maildir (no {', '.join(missing)} in it)"
+            raise ConfigError(f"[smtp] bounce_maildir {path}: {what}; give the Maildir your mail server delivers "
+                              "the return_path's mail to, or remove bounce_maildir")
+        return path
 
     def effective_port(self) -> int:
         return self.port or (465 if self.tls else 587 if self.starttls else 25)
@@ -279,6 +308,11 @@ def load_hub_config(path: Path | str | None = None, env: Mapping[str, str] | Non
             config.smtp.ssl_context()
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
+    if config.smtp.bounce_maildir is not None:  # the same: a wrong path would lose the bounces quietly
+        try:
+            config.smtp.maildir()
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
     if config.hub.data_dir is None:
         config.hub.data_dir = default_data_dir(env)
     return config
@@ -289,7 +323,7 @@ def _resolve_paths(config: HubConfig, base: Path, given: set[str]) -> None:
     are relative to where the command runs, as they always were."""
     fields = [(config.hub, "hub", "data_dir")] + [(config.mqtt, "mqtt", name) for name in
                                                   ("settings_file", "password_file", "ca_file", "cert_file", "key_file")]
-    fields += [(config.smtp, "smtp", name) for name in ("password_file", "ca_file")]
+    fields += [(config.smtp, "smtp", name) for name in ("password_file", "ca_file", "bounce_maildir")]
     fields += [(config.webhook, "webhook", "secret_file")]
     for section, name, key in fields:
         value = getattr(section, key)

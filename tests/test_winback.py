@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from hubdb import hub_url, pg_database  # noqa: F401  (fixtures)
 from smtpsink import smtp_sink  # noqa: F401  (fixture)
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cloud.accounts import add_user
@@ -277,6 +277,11 @@ def test_the_lift_counts_returns_within_14_days_against_the_control_group(shop):
     lift = shop.lift()
     assert lift == Lift(Arm(len(sent), 1), Arm(len(held), 1), open=0)
     assert lift.difference == pytest.approx(1 / len(sent) - 1 / len(held))
+
+    with shop.hub.engine.begin() as conn:  # a bounce reported later: still a member the shop messaged
+        conn.execute(update(Message).where(Message.member_id == sent[1], Message.trigger == "winback")
+                     .values(status="bounced"))
+    assert shop.lift() == lift
 
 
 def test_the_messages_page_shows_the_lift(shop):

@@ -13,6 +13,7 @@ of losing a message half-way. TLS: ``tls`` for SMTPS from the first byte, else `
 (the default), the certificate and host name verified against the system's CAs or ``ca_file``.
 A server that does not offer STARTTLS when it was asked for, or whose certificate does not
 verify, gets nothing — no login, no message in plain text: NotSent, the messages wait.
+The envelope sender is ``[smtp] return_path`` if set (where bounces go: bounces.py), else From.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ class SmtpChannel:
     def send(self, message: EmailMessage) -> None:
         smtp = self._alive()
         try:
-            smtp.send_message(message)
+            smtp.send_message(message, from_addr=self.settings.return_path)  # None: the From address
         except smtplib.SMTPRecipientsRefused as exc:
             code = min(code for code, _ in exc.recipients.values())
             raise _by_code(code, f"recipient refused: {exc.recipients}") from None

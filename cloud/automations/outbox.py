@@ -23,6 +23,8 @@ Who commits what, when — each step is its own short transaction:
    connection failed before the message was handed over, a 4xx): back to ``pending`` with a
    backoff, ``failed`` after ``MAX_ATTEMPTS``; refused for good (5xx): ``failed``; lost in the
    middle: ``unknown``.
+6. **bounce** (bounces.py, e-mail only): a delivery status notification that came back later
+   turns ``sent`` or ``unknown`` into ``bounced`` with the report's status. Commit.
 
 **Channels** share the table and its unique key without a schema change: a decision goes out
 once per channel, and the channel is part of the key through the occasion — ``2027`` for the
@@ -56,6 +58,7 @@ from cloud.models import Member, Message
 PENDING, CLAIMED, SENDING, SENT = "pending", "claimed", "sending", "sent"
 FAILED, SUPPRESSED, UNKNOWN = "failed", "suppressed", "unknown"
 CONTROL = "control"  # held out (winback.py): recorded like a send, never claimed, never sent
+BOUNCED = "bounced"  # sent (or unknown), then returned by the member's mail system (bounces.py)
 WEEK = timedelta(days=7)
 MAX_ATTEMPTS = 5
 BACKOFF = timedelta(minutes=10)  # doubled per attempt

@@ -26,7 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from cloud.automations import compose, outbox, planner, planner_more
+from cloud.automations import bounces, compose, outbox, planner, planner_more
 from cloud.automations.campaigns import CAMPAIGN, CampaignStore
 from cloud.automations.templates import Text
 from cloud.automations.texts import words_for
@@ -103,6 +103,7 @@ class Worker:
     def sweep(self) -> Sweep:
         result = Sweep()
         try:
+            result.done.update(bounces.collect(self.engine, self.channel, self.sender, self.progress))
             for merchant in planner.merchants(self.engine):
                 result.done["planned"] += planner.plan(self.engine, merchant, self.clock(), self.rules,
                                                        list(self.channels), more=self.more)
@@ -165,6 +166,8 @@ class Worker:
                 member = session.get(Member, row.member_id)
                 why = _eligible(member, name, self.more.transactional_without_consent
                                 and row.trigger in TRANSACTIONAL)
+                if why is None and name == outbox.EMAIL and member is not None:  # a hard bounce (bounces.py)
+                    why = bounces.undeliverable(conn, member.id)
                 if why is not None:
                     outbox.suppress(conn, message_id, self.worker_id, why)
                     return outbox.SUPPRESSED

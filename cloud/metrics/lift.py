@@ -2,8 +2,10 @@
 
 A *win-back* is one decision: a member and a lapse (the ``messages`` rows of all channels with
 the trigger ``winback`` and the same lapse day, the first ten characters of ``occasion``, which
-carries a channel suffix on channels other than e-mail). It is **messaged** when a row of it was
-sent (from its first ``sent_at``) and **held out** when its rows are ``control`` (from the
+carries a channel suffix on channels other than e-mail). It is **messaged** when a row of it went
+out — sent, bounced later, or unknown (lost between sending and marking) — from its first
+``sent_at``: the control group holds members whose mail would have bounced too, so leaving the
+bounced ones out would compare unlike groups. It is **held out** when its rows are ``control`` (from the
 decision, ``created_at``; cloud/automations/winback.py). It **came back** when the member has a
 credited visit (a ``visit`` entry) after that moment and less than ``WINDOW`` later.
 
@@ -31,7 +33,8 @@ from cloud.metrics.activity import utc
 from cloud.models import HubEvent, Message
 
 WINDOW = timedelta(days=14)
-WINBACK, CONTROL, SENT, VISIT = "winback", "control", "sent", "visit"
+WINBACK, CONTROL, VISIT = "winback", "control", "visit"
+WENT_OUT = ("sent", "bounced", "unknown")  # cloud/automations/outbox.py: SENT, BOUNCED, UNKNOWN
 M, E = Message, HubEvent
 
 
@@ -103,7 +106,7 @@ def winback_lift(conn: Connection, merchant: str, now: datetime) -> Lift:
     control = func.max(case((M.status == CONTROL, 1), else_=0))
     at = func.min(case((M.status == CONTROL, M.created_at), else_=M.sent_at))
     decisions = (select(M.member_id.label("member"), control.label("control"), at.label("at"))
-                 .where(M.merchant_id == merchant, M.trigger == WINBACK, M.status.in_((CONTROL, SENT)))
+                 .where(M.merchant_id == merchant, M.trigger == WINBACK, M.status.in_((CONTROL, *WENT_OUT)))
                  .group_by(M.member_id, func.substr(M.occasion, 1, 10))
                  .subquery())
     came_back = exists().where(E.merchant_id == merchant, E.kind == VISIT, E.member_id == decisions.c.member,

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloud import accounts
-from cloud.automations import opens, outbox
+from cloud.automations import bounces, opens, outbox
 from cloud.link import documents
 from cloud.link.state import KioskRow
 from cloud.members import HUB_KIOSK
@@ -91,7 +91,8 @@ def revoke_token(token_id: int):
 def messages():
     """What the automations did: messages per trigger and status, how many of those with a card
     link were opened from it (cloud/automations/opens.py), per channel, the ones that did not
-    arrive with the reason (cloud/automations/outbox.py), and the win-backs' lift against the
+    arrive with the reason (cloud/automations/outbox.py), the e-mails that bounced later with the
+    report's reason (cloud/automations/bounces.py), and the win-backs' lift against the
     held-out control group (cloud/metrics/lift.py)."""
     engine, merchant = context.hub().engine, context.account().merchant
     with snapshot(engine) as conn:
@@ -101,4 +102,6 @@ def messages():
     statuses = sorted({s for _, s in by_trigger} | {s for _, s in outbox.channel_counts(engine, merchant)})
     return render_template("messages.html", by_trigger=by_trigger, triggers=triggers, statuses=statuses,
                            opened=opens.by_trigger(engine, merchant), by_channel=outbox.channel_counts(engine, merchant),
-                           failures=outbox.failures(engine, merchant), lift=lift)
+                           failures=outbox.failures(engine, merchant), lift=lift,
+                           bounces=bounces.recent(engine, merchant),
+                           bounces_read=context.hub().config.smtp.bounce_maildir is not None)

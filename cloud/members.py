@@ -162,8 +162,9 @@ def erase(store: EventStore, merchant: str, member: str, now: datetime) -> list[
         if row is None or row.merchant_id != merchant:
             raise ConfigError(f"no member {member!r}")
         revoked = pass_store.revoke_member_passes(session, row)
-        # the profiles sent before carry the birthday: the hub's copies lose it (the empty profile
-        # sent below makes the kiosks forget it)
+        # the profiles sent before carry the birthday: the hub's copies lose it; the empty profile
+        # sent below makes the kiosks forget it, and blank their copies of the older ones as they
+        # store it (kiosk ledger version 2, kiosk/ledger_schema.py)
         session.execute(update(HubEvent).where(HubEvent.merchant_id == merchant, HubEvent.member_id == member,
                                                HubEvent.kind == PROFILE).values(detail={}))
         nps.forget_comments(session, merchant, member)  # free text may name them; the scores stay

@@ -9,6 +9,11 @@ in ``hub_events`` (once per ``event_id``, with the hub's ``hub_seq``); a member'
 the fold of the union of both tables, in ``(occurred_at, event_id)`` order, so every kiosk
 of a merchant folds the same events in the same order and shows the same balance.
 
+Append-only has one exception (ledger version 2): a member's newest ``profile`` entry replaces
+what the older ones said (birthday, referrer), so when one is stored the older ones' detail is
+blanked to ``{}`` in the same transaction. After the hub erases a member (an empty profile) no
+row keeps their birthday, and every fold, balance and snapshot stays what it was.
+
 The file carries its layout's version (``PRAGMA user_version``, kiosk/ledger_schema.py): opening
 migrates an older ledger forward in one transaction and refuses one a newer release migrated
 (``LedgerTooNew``), so a release the updater went back to never writes to a layout it does not know.
@@ -27,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kiosk.common.errors import LedgerError
-from kiosk.ledger_schema import LEDGER, SCHEMA_TABLE, Schema, check_readable, migrate
+from kiosk.ledger_schema import LEDGER, SCHEMA_TABLE, Schema, blank_superseded_profiles, check_readable, migrate
 from kiosk.protocol.event import (
     CONTENT,
     SQLITE_TYPES,
@@ -39,7 +44,7 @@ from kiosk.protocol.event import (
 )
 from kiosk.protocol.ids import new_event_id
 from kiosk.rules.program import Program
-from kiosk.rules.state import Entry, MemberState, fold
+from kiosk.rules.state import PROFILE, Entry, MemberState, fold
 
 if TYPE_CHECKING:  # the wire models cost ~0.1 s to import; a scan-image run never needs them
     from kiosk.protocol.messages import LedgerEntry
@@ -180,7 +185,8 @@ class Ledger:
             db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            migrate(db, self.path, _SCHEMA, schema)  # one transaction: one fsync, all or nothing
+            db.execute("PRAGMA secure_delete=ON")  # a blanked profile's bytes are zeroed, not left in free space
+            version = migrate(db, self.path, _SCHEMA, schema)  # one transaction: one fsync, all or nothing
         except sqlite3.Error as exc:
             if db is not None:
                 db.close()
@@ -190,6 +196,7 @@ class Ledger:
                 db.close()
             raise
         self._db = db
+        self._blanks_profiles = version >= 2  # version 1's trigger refuses every UPDATE (a test's Schema(1))
         self._snapshots: dict[str, _Snapshot] = {}
         self._snapshot_program: Program | None = None
         self._ledger_id: str | None = None
@@ -294,9 +301,13 @@ class Ledger:
         set up again) is kept like a foreign one, so the member's history stays whole.
         *refused* maps a ``hub_seq`` this kiosk cannot apply to (why, the entry as received):
         it moves the cursor too and is kept in ``hub_refused``, never folded.
+        A stored ``profile`` blanks the detail of the member's other profiles but the newest in
+        fold order (itself, unless it arrived after a newer one): no fold result changes, so the
+        snapshots stay valid.
         Returns ``(applied_through, events stored)``.
         """
         stored, refused = 0, refused or {}
+        profiled: set[str] = set()
         by_seq = {**{seq: None for seq in refused}, **{e.hub_seq: e for e in entries}}
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -314,12 +325,17 @@ class Ledger:
                     continue
                 if e.kiosk == own_kiosk and self._is_own(e.event_id):
                     continue
-                stored += self._db.execute(_INSERT_HUB, (e.hub_seq, e.event_id, e.kiosk, e.kiosk_seq,
-                                                         *sqlite_values(from_wire(e)))).rowcount
+                added = self._db.execute(_INSERT_HUB, (e.hub_seq, e.event_id, e.kiosk, e.kiosk_seq,
+                                                       *sqlite_values(from_wire(e)))).rowcount
+                stored += added
+                if added and e.kind == PROFILE and e.member is not None:
+                    profiled.add(e.member)
+            if self._blanks_profiles:
+                blank_superseded_profiles(self._db, profiled)
             self._db.execute("INSERT INTO hub_cursor (id, applied_through) VALUES (1, ?) ON CONFLICT (id) DO UPDATE"
                              " SET applied_through = excluded.applied_through", (cursor,))
             self._db.execute("COMMIT")
-        except (sqlite3.Error, OverflowError) as exc:
+        except (sqlite3.Error, OverflowError, ValueError) as exc:  # ValueError: a stored time unreadable
             _rollback(self._db)
             raise LedgerError(f"could not store hub events in the ledger at {self.path}: {exc}") from exc
         return cursor, stored

@@ -14,6 +14,15 @@ release may already have migrated it. So the ledger says which layout it has, an
 
 Version 1 is the layout of the releases before versions existed (tables made with ``CREATE
 TABLE IF NOT EXISTS``): a ledger with ``user_version`` 0 is completed to that layout and marked 1.
+A new ledger is made the same way: layout 1, then every step, in the one transaction.
+
+Version 2 lets the ledger forget a member's superseded profiles: ``hub_events`` stays append-only
+except that a ``profile`` entry's detail may be blanked to ``{}`` (the hub's erasure sends an empty
+profile; the older ones still held the birthday and the referrer). The fold takes a member's
+birthday and referrer from their newest profile only, so no state changes. Code of version 1
+still reads and writes such a ledger (``readable_from=1``): inserts are as they were, and the
+trigger keeps its name, so a release from before versions, which runs layout 1's ``CREATE TRIGGER
+IF NOT EXISTS`` on every start, finds it and leaves it. That code just never blanks anything.
 
 Each step may say the oldest code that can still use the ledger after it (``readable_from``): a
 step that only adds (a table, an index, a nullable column) leaves older releases able to read
@@ -32,8 +41,9 @@ from __future__ import annotations
 import ast
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from kiosk.common.errors import LedgerError
@@ -42,7 +52,7 @@ log = logging.getLogger(__name__)
 
 # The newest layout this code reads and writes. Keep it a literal integer: the updater reads it
 # from a release's installed copy of this file without running the release (``declared_schema``).
-LEDGER_SCHEMA = 1
+LEDGER_SCHEMA = 2
 
 # What a release made before ledger versions reads: the unversioned layout, which is version 1.
 UNVERSIONED_READS = 1
@@ -87,8 +97,64 @@ class Schema:
         return max([1, *(s.oldest_reader() for s in self.steps)])
 
 
-# Steps beyond version 1, oldest first: Step(2, _add_something, readable_from=1) ...
-STEPS: tuple[Step, ...] = ()
+# -- step 2: a superseded profile's detail may be blanked ------------------------------------------
+PROFILE = "profile"  # kiosk.rules.state.PROFILE (not imported: standard library only here)
+BLANK_DETAIL = "{}"  # how the ledger stores an empty detail (kiosk.protocol.event.sqlite_values)
+
+# Replaces layout 1's trigger of the same name. Every column but ``detail`` is named, as layout 1
+# has them: a step that adds a column to hub_events must make this trigger again with it. ``IS``,
+# never ``=``: a NULL must not turn the condition into NULL, which would let the update through.
+_SCRUBBABLE_TRIGGER = """
+CREATE TRIGGER hub_events_append_only_u BEFORE UPDATE ON hub_events
+    WHEN NOT (OLD.kind IS 'profile' AND NEW.detail IS '{}'
+              AND NEW.hub_seq IS OLD.hub_seq AND NEW.event_id IS OLD.event_id AND NEW.kiosk IS OLD.kiosk
+              AND NEW.kiosk_seq IS OLD.kiosk_seq AND NEW.kind IS OLD.kind AND NEW.member IS OLD.member
+              AND NEW.delta IS OLD.delta AND NEW.rule IS OLD.rule AND NEW.reward IS OLD.reward
+              AND NEW.reason IS OLD.reason AND NEW.occurred_at IS OLD.occurred_at
+              AND NEW.mono_ns IS OLD.mono_ns AND NEW.boot_id IS OLD.boot_id)
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END
+"""
+
+
+def blank_superseded_profiles(db: sqlite3.Connection, members: Iterable[str] | None = None) -> int:
+    """Blank the detail of every ``profile`` entry in ``hub_events`` but each member's newest (in
+    the fold's order, ``(occurred_at, event_id)``) for *members* (None: all); returns how many.
+
+    The newest profile replaces what the older ones said, so the fold's result is the same: only
+    the bytes of a birthday or referrer the member (or the hub's erasure) has replaced go. Runs
+    inside the caller's transaction; needs the ledger at version 2 (else the trigger aborts)."""
+    sql = f"SELECT hub_seq, member, occurred_at, event_id, detail FROM hub_events WHERE kind = '{PROFILE}'"
+    if members is None:
+        rows = db.execute(sql + " AND member IS NOT NULL").fetchall()
+    else:
+        rows = [r for m in sorted(set(members)) for r in db.execute(sql + " AND member = ?", (m,))]
+    by_member: dict[str, list[tuple]] = {}
+    for row in rows:
+        by_member.setdefault(row[1], []).append(row)
+    blanked = 0
+    for profiles in by_member.values():
+        newest = max(profiles, key=lambda r: (datetime.fromisoformat(r[2]), r[3]))
+        for hub_seq, _member, _at, _event_id, detail in profiles:
+            if hub_seq != newest[0] and detail != BLANK_DETAIL:
+                db.execute("UPDATE hub_events SET detail = ? WHERE hub_seq = ?", (BLANK_DETAIL, hub_seq))
+                blanked += 1
+    return blanked
+
+
+def _scrubbable_profiles(db: sqlite3.Connection) -> None:
+    """Step 2: the new trigger, and the profiles the ledger already holds blanked where superseded
+    (a member the hub erased before this release keeps no birthday either)."""
+    db.execute("DROP TRIGGER IF EXISTS hub_events_append_only_u")
+    db.execute(_SCRUBBABLE_TRIGGER)
+    blanked = blank_superseded_profiles(db)
+    if blanked:
+        log.info("ledger.profiles_blanked", extra={"count": blanked})
+
+
+# Steps beyond version 1, oldest first.
+STEPS: tuple[Step, ...] = (
+    Step(2, _scrubbable_profiles, readable_from=1),  # only an UPDATE is allowed that was refused before
+)
 LEDGER = Schema(LEDGER_SCHEMA, STEPS)
 
 # Part of layout 1 (kiosk/ledger.py creates it): ``readable_from``, valid for ``version`` only.

@@ -165,6 +165,10 @@ def columns(path: Path, table: str) -> list[str]:
         db.close()
 
 
+# The mechanism's tests run their own steps from version 1, as a release at version 1 left the ledger.
+V1 = Schema(1)
+
+
 def stamp(ledger: Ledger, member: str = "m-1") -> None:
     ledger.append([Entry("earn", member, 1, "visit", "scan")], AT, 5.0, "boot-2")
 
@@ -182,8 +186,8 @@ def test_a_new_ledger_is_made_at_this_releases_version(tmp_path):
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     stamp(ledger)
     ledger.close()
-    assert LEDGER_SCHEMA == 1 == pragma(tmp_path / "ledger.sqlite3", "user_version")
-    assert read_version(tmp_path / "ledger.sqlite3") == OnDisk(1, 1)
+    assert LEDGER_SCHEMA == 2 == pragma(tmp_path / "ledger.sqlite3", "user_version")
+    assert read_version(tmp_path / "ledger.sqlite3") == OnDisk(2, 1)  # step 2 only lets a profile be blanked
     assert read_version(tmp_path / "none.sqlite3") is None
 
 
@@ -194,7 +198,7 @@ def test_an_unversioned_ledger_keeps_every_row_and_becomes_version_1(tmp_path, m
     before = rows(path, kept)
     assert pragma(path, "user_version") == 0 and all(before.values())
 
-    ledger = Ledger(path)
+    ledger = Ledger(path, V1)  # this release takes it to 2: tests/test_ledger_profile_scrub.py
     assert [e.event_id[-1] for e in ledger.events()] == ["1", "2"] and len(ledger.foreign_events()) == 1
     assert ledger.hub_applied_through() == 1 and ledger.session() == ("m-1", "b1", 123.5)
     # an old ledger keeps its id; one from before ids, which already held events, keeps "" (issue 7)
@@ -217,7 +221,7 @@ def test_an_unversioned_ledger_keeps_every_row_and_becomes_version_1(tmp_path, m
 
 def test_a_step_runs_once_and_the_ledger_then_carries_its_version(tmp_path):
     path = tmp_path / "ledger.sqlite3"
-    ledger = Ledger(path)
+    ledger = Ledger(path, V1)
     stamp(ledger)
     ledger.close()
     ran: list[int] = []
@@ -264,7 +268,7 @@ def test_a_step_that_fails_half_way_leaves_the_version_and_every_row(tmp_path, s
     if start == "unversioned":
         old_ledger(path)
     else:
-        ledger = Ledger(path)
+        ledger = Ledger(path, V1)
         stamp(ledger)
         ledger.close()
     version, before = pragma(path, "user_version"), rows(path, ["events", "hub_events"])
@@ -306,14 +310,14 @@ Ledger(sys.argv[1], Schema(2, (Step(2, step),)))
 
 def test_a_process_that_dies_inside_a_step_leaves_the_old_version(tmp_path):
     path = tmp_path / "ledger.sqlite3"
-    ledger = Ledger(path)
+    ledger = Ledger(path, V1)
     stamp(ledger)
     ledger.close()
     before = rows(path, ["events"])
     died = subprocess.run([sys.executable, "-c", CRASH_INSIDE_A_STEP, str(path)], capture_output=True, text=True,
                           timeout=60, cwd=REPO)
     assert died.returncode == 9, died.stderr
-    ledger = Ledger(path)  # SQLite drops the unfinished transaction when the file is next opened
+    ledger = Ledger(path, V1)  # SQLite drops the unfinished transaction when the file is next opened
     assert ledger.events()[0].member == "m-1"
     ledger.close()
     assert pragma(path, "user_version") == 1 and rows(path, ["events"]) == before
@@ -335,7 +339,7 @@ def test_a_ledger_of_a_newer_release_is_refused_and_not_written(tmp_path):
         Ledger(path)
     message = str(refused.value)
     assert message.startswith(f"{path}: this ledger was written by a newer release (schema version 99)")
-    assert "this release knows ledger versions up to 1" in message and "update or restore" in message
+    assert f"this release knows ledger versions up to {LEDGER_SCHEMA}" in message and "update or restore" in message
     assert path.read_bytes() == before
 
 
@@ -346,7 +350,7 @@ def test_a_newer_releases_migration_still_in_the_wal_is_seen_and_nothing_is_chec
     newer.execute("PRAGMA wal_autocheckpoint = 0")
     newer.execute("PRAGMA user_version = 99")
     before = path.read_bytes()
-    assert int.from_bytes(before[60:64], "big") == 1  # the file's header does not say 99 yet
+    assert int.from_bytes(before[60:64], "big") == LEDGER_SCHEMA  # the file's header does not say 99 yet
     try:
         with pytest.raises(LedgerTooNew, match=r"schema version 99\)"):
             Ledger(path)
@@ -360,7 +364,7 @@ def test_a_newer_ledger_whose_steps_only_added_is_used_by_older_code(tmp_path):
     path = tmp_path / "ledger.sqlite3"
     Ledger(path, Schema(2, (Step(2, add_note, readable_from=1),))).close()
     assert read_version(path) == OnDisk(2, 1)
-    ledger = Ledger(path)  # this code knows version 1 only
+    ledger = Ledger(path, V1)  # code that knows version 1 only
     stamp(ledger)
     ledger.close()
     assert pragma(path, "user_version") == 2 and read_version(path) == OnDisk(2, 1)  # never taken back
@@ -410,13 +414,14 @@ def test_the_check_says_the_ledgers_version_in_words(tmp_path):
     data.mkdir()
     config = kiosk_config(data)
     assert check_ledger(config, Everything).text == f"{data} is writable; the ledger is made at the first start " \
-                                                    "(schema version 1)"
+                                                    f"(schema version {LEDGER_SCHEMA})"
     old_ledger(data / "ledger.sqlite3")
     old = check_ledger(config, Everything)
-    assert old.ok and "no schema version: made before ledger versions; the kiosk marks it version 1" in old.text
+    assert old.ok and f"no schema version: made before ledger versions; the kiosk marks it version {LEDGER_SCHEMA}" \
+        in old.text
     Ledger(data / "ledger.sqlite3").close()
     now = check_ledger(config, Everything)
-    assert now.ok and now.text.endswith("KiB, schema version 1, this release's)")
+    assert now.ok and now.text.endswith(f"KiB, schema version {LEDGER_SCHEMA}, this release's)")
     db = sqlite3.connect(data / "ledger.sqlite3")
     db.execute("PRAGMA user_version = 99")
     db.close()
@@ -434,4 +439,4 @@ def test_the_check_command_prints_the_ledgers_version(tmp_path):
     result = CliRunner().invoke(check, ["--config", str(tmp_path / "kiosk.toml")])
     [line] = [line for line in result.output.splitlines() if line.startswith("ledger: ")]
     assert line.startswith(f"ledger: {data / 'ledger.sqlite3'} (") and line.endswith(
-        "KiB, schema version 1, this release's)")
+        f"KiB, schema version {LEDGER_SCHEMA}, this release's)")

@@ -208,9 +208,10 @@ def runlog(tmp_path) -> Path:
 
 @pytest.fixture
 def ledger_file(layout) -> Path:
-    """A real kiosk ledger with one event, in the data folder the unit gives the kiosk."""
+    """A real kiosk ledger with one event, in the data folder the unit gives the kiosk, as a release
+    that reads ledger version 1 made it (the tests' releases then migrate it to a version 2 of theirs)."""
     path = layout.root / "var" / "lib" / "stempel" / "ledger.sqlite3"
-    ledger = Ledger(path)
+    ledger = Ledger(path, Schema(1))
     ledger.reject("bad_signature", {"why": "test"}, datetime(2026, 3, 2, 9, tzinfo=timezone.utc), 1.0, "boot-1")
     ledger.close()
     return path

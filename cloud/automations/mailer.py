@@ -19,6 +19,7 @@ The envelope sender is ``[smtp] return_path`` if set (where bounces go: bounces.
 from __future__ import annotations
 
 import logging
+import secrets
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -185,3 +186,21 @@ class SmtpChannel:
             except (OSError, smtplib.SMTPException):
                 log.debug("smtp.quit_failed", exc_info=True)
             self._drop()
+
+
+def send_test(settings: SmtpSection, message: EmailMessage, address: str) -> None:
+    """Send *message* to *address* (the owner trying a text) as a test: its own Message-ID and
+    ``[Test]`` before the subject, one connection opened and closed. Raises ConfigError or
+    DeliveryError."""
+    del message["To"], message["Message-ID"]
+    message["To"] = address
+    message["Message-ID"] = f"<stempel-0.test-{secrets.token_hex(6)}@{address.partition('@')[2]}>"
+    subject = message["Subject"]
+    del message["Subject"]
+    message["Subject"] = f"[Test] {subject}"
+    channel = SmtpChannel.from_config(settings)
+    try:
+        channel.connect()
+        channel.send(message)
+    finally:
+        channel.close()

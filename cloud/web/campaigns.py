@@ -9,7 +9,6 @@ automations worker delivers them under consent, weekly cap and quiet hours like 
 
 from __future__ import annotations
 
-import secrets
 from email.utils import parseaddr
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
@@ -17,7 +16,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from cloud import members
 from cloud.automations import compose, segments, templates
 from cloud.automations.campaigns import CAMPAIGN, Campaign, CampaignStore, mark_sent, new_campaign, plan
-from cloud.automations.mailer import DeliveryError, SmtpChannel
+from cloud.automations.mailer import DeliveryError, send_test
 from cloud.models import Member, Message
 from cloud.programs import program_of
 from cloud.web import context
@@ -124,18 +123,7 @@ def test(campaign_id: str):
         row = Message(id=0, trigger=CAMPAIGN, occasion=campaign.id)
         out = compose.email(row, member, hub.config.smtp.sender or address, filled, language, now,
                             campaign.text(language))
-        del out["To"], out["Message-ID"]
-        out["To"] = address
-        out["Message-ID"] = f"<stempel-0.test-{secrets.token_hex(6)}@{address.partition('@')[2]}>"
-        subject = out["Subject"]
-        del out["Subject"]
-        out["Subject"] = f"[Test] {subject}"
-        channel = SmtpChannel.from_config(hub.config.smtp)
-        try:
-            channel.connect()
-            channel.send(out)
-        finally:
-            channel.close()
+        send_test(hub.config.smtp, out, address)
     except (ConfigError, DeliveryError) as exc:
         flash(f"The test was not sent: {exc}", "error")
     else:

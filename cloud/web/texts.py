@@ -10,14 +10,13 @@ not found; every form carries the CSRF token. Register in ``cloud/web/__init__.p
 
 from __future__ import annotations
 
-import secrets
 from email.utils import parseaddr
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from cloud import members
 from cloud.automations import compose, templates, texts
-from cloud.automations.mailer import DeliveryError, SmtpChannel
+from cloud.automations.mailer import DeliveryError, send_test
 from cloud.models import Member, Message
 from cloud.programs import program_of
 from cloud.web import context
@@ -163,18 +162,7 @@ def test(key: str):
         trigger, text, filled, language = _written(key, member, program)
         out = compose.email(Message(id=0, trigger=trigger, occasion="test"), member,
                             hub.config.smtp.sender or address, filled, language, now, text)
-        del out["To"], out["Message-ID"]
-        out["To"] = address
-        out["Message-ID"] = f"<stempel-0.test-{secrets.token_hex(6)}@{address.partition('@')[2]}>"
-        subject = out["Subject"]
-        del out["Subject"]
-        out["Subject"] = f"[Test] {subject}"
-        channel = SmtpChannel.from_config(hub.config.smtp)
-        try:
-            channel.connect()
-            channel.send(out)
-        finally:
-            channel.close()
+        send_test(hub.config.smtp, out, address)
     except (ConfigError, DeliveryError) as exc:
         flash(f"The test was not sent: {exc}", "error")
     else:

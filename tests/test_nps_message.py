@@ -16,6 +16,7 @@ from smtpsink import smtp_sink  # noqa: F401  (fixture)
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from webapp import BASE, _quick_password_hashes, broker, web  # noqa: F401  (fixtures)
+from test_nps_web import GERMAN
 
 from cloud.automations import compose, templates
 from cloud.automations.campaigns import CAMPAIGN
@@ -33,18 +34,6 @@ from kiosk.protocol.messages import EventBatch, WireEvent
 
 EN = "How likely are you to recommend Cafe Rosa to a friend? Tell us on your card (0–10, takes ten seconds): "
 DE = "Wie wahrscheinlich ist es, dass du Bäckerei Öztürk Freunden weiterempfiehlst? Sag es uns auf deiner Karte (0–10, dauert zehn Sekunden): "
-GERMAN = """name = "Bäckerei Öztürk"
-language = "de"
-
-[earning]
-type = "stamps"
-per_visit = 1
-
-[[rewards]]
-id = "simit"
-name = "Simit gratis"
-cost = 6
-"""
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from email.utils import parseaddr
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
-from cloud import members
 from cloud.automations import compose, segments, templates
 from cloud.automations.campaigns import CAMPAIGN, Campaign, CampaignStore, mark_sent, new_campaign, plan
 from cloud.automations.mailer import DeliveryError, send_test
@@ -70,18 +69,6 @@ def index():
                            form=request.form)
 
 
-def _preview_member(merchant: str) -> Member | None:
-    """The member named by ``?member=`` / the form's ``member``, if one of this merchant's."""
-    member_id = (request.values.get("member") or "").strip()[:40]
-    if not member_id:
-        return None
-    row = members.get_member(context.hub().engine, merchant, member_id)
-    if row is None or row.erased_at is not None:
-        flash(f"No member {member_id!r} here: give the id of one of your members (Members page).", "error")
-        return None
-    return row
-
-
 def _render(campaign: Campaign, member: Member) -> templates.Rendered:
     """*campaign* as *member* gets it now: their card's values, their language."""
     hub = context.hub()
@@ -93,7 +80,7 @@ def _render(campaign: Campaign, member: Member) -> templates.Rendered:
 @login_required(OWNER)
 def show(campaign_id: str):
     campaign = _campaign(campaign_id)
-    member = _preview_member(campaign.merchant)
+    member = context.preview_member(campaign.merchant)
     try:
         preview = _render(campaign, member) if member is not None else None
     except ConfigError as exc:
@@ -108,7 +95,7 @@ def show(campaign_id: str):
 def test(campaign_id: str):
     """Send the preview for the chosen member to the signed-in owner's own address."""
     campaign, who = _campaign(campaign_id), context.account()
-    member = _preview_member(campaign.merchant)
+    member = context.preview_member(campaign.merchant)
     address = parseaddr(who.login)[1]
     back = redirect(url_for(".show", campaign_id=campaign.id, member=member.id if member else None))
     if member is None:

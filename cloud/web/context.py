@@ -6,10 +6,12 @@ import functools
 from collections.abc import Callable
 from datetime import datetime
 
-from flask import abort, current_app, g, redirect, request, session, url_for
+from flask import abort, current_app, flash, g, redirect, request, session, url_for
 
 from cloud.accounts import Account, load_account
 from cloud.app import Hub
+from cloud.members import get_member
+from cloud.models import Member
 from cloud.ratelimit import RateLimiter
 
 
@@ -58,3 +60,16 @@ def login_required(roles: tuple[str, ...] = ("owner", "staff")) -> Callable:
         return guarded
 
     return wrap
+
+
+def preview_member(merchant: str) -> Member | None:
+    """The member a preview is written for: ``?member=`` / the form's ``member``, if one of
+    *merchant*'s and not erased (else None, with a message flashed)."""
+    member_id = (request.values.get("member") or "").strip()[:40]
+    if not member_id:
+        return None
+    row = get_member(hub().engine, merchant, member_id)
+    if row is None or row.erased_at is not None:
+        flash(f"No member {member_id!r} here: give the id of one of your members (Members page).", "error")
+        return None
+    return row

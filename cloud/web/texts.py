@@ -14,7 +14,6 @@ from email.utils import parseaddr
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
-from cloud import members
 from cloud.automations import compose, templates, texts
 from cloud.automations.mailer import DeliveryError, send_test
 from cloud.models import Member, Message
@@ -62,18 +61,6 @@ def index():
                            names=texts.LANGUAGE_NAMES, switched_on=set(hub.config.automations.triggers))
 
 
-def _preview_member(merchant: str) -> Member | None:
-    """The member named by ``?member=`` / the form's ``member``, if one of this merchant's."""
-    member_id = (request.values.get("member") or "").strip()[:40]
-    if not member_id:
-        return None
-    row = members.get_member(context.hub().engine, merchant, member_id)
-    if row is None or row.erased_at is not None:
-        flash(f"No member {member_id!r} here: give the id of one of your members (Members page).", "error")
-        return None
-    return row
-
-
 def _written(key: str, member: Member, program: Program) -> tuple[str, templates.Text, dict[str, str], str]:
     """(trigger, words, values, language) of a message with *key*'s words to *member* now: their
     card's values, their language. Raises ConfigError (no words, or the card cannot be written)."""
@@ -92,7 +79,7 @@ def _page(key: str, program: Program, form: dict[str, str] | None = None):
     for language in templates.LANGUAGES:
         _, text = texts.effective(hub.engine, program, who.merchant, key, language)
         current[language] = text
-    member = _preview_member(who.merchant)
+    member = context.preview_member(who.merchant)
     preview = None
     if member is not None:
         try:
@@ -148,7 +135,7 @@ def test(key: str):
     """Send the preview for the chosen member to the signed-in owner's own address."""
     program, who = _program(), context.account()
     key = _key(key, program)
-    member = _preview_member(who.merchant)
+    member = context.preview_member(who.merchant)
     address = parseaddr(who.login)[1]
     back = redirect(url_for(".show", key=key, member=member.id if member else None))
     if member is None:

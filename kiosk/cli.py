@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import signal
 import sys
@@ -18,16 +19,38 @@ from kiosk.config import KioskConfig, load_config
 from kiosk.hardware.camera import Frame, load_image
 from kiosk.hardware.decoder import DECODERS, open_decoder
 from kiosk.rules.program import MAX_AMOUNT
-from kiosk.check import check
-from kiosk.update import update
-from kiosk.web.commands import staff as staff_commands
+
+
+class LazyGroup(click.Group):
+    """A group whose *lazy* commands (name -> ``"module:attribute"``) are imported when one is
+    asked for (run, or listed by ``--help``), as Click's documentation shows: the running kiosk
+    never loads the updater, the installer's check, or Flask without a staff screen
+    (bench/kiosk_footprint.py)."""
+
+    def __init__(self, *args, lazy: dict[str, str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, _, attribute = self.lazy[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
 
 _config_opt = click.option("--config", "config_path", type=click.Path(dir_okay=False),
                            envvar="STEMPEL_CONFIG", help="kiosk.toml [/etc/stempel/kiosk.toml]")
 _data_opt = click.option("--data-dir", type=click.Path(file_okay=False), help="Ledger and keys folder.")
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy={
+    "check": "kiosk.check:check",  # the installer's final check
+    "update": "kiosk.update:update",
+    "staff": "kiosk.web.commands:staff",  # hash-pin | pos-token
+})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
     """Stempel kiosk: the countertop loyalty scanner."""
@@ -109,11 +132,9 @@ def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
     ``STATUS=`` line for ``systemctl status``, and watchdog pings from the camera loop.
     """
     from kiosk.common.sdnotify import Notifier, trace_watchdog_kills
-    from kiosk.link.hub_link import start_hub_link
     from kiosk.link.state import StatusBoard, ThreadWatch
     from kiosk.loop import run as run_loop
     from kiosk.service import KioskService, status_line
-    from kiosk.web.serve import serve_staff
     from kiosk.wiring import build_kiosk, open_documents, watch_offline
 
     overrides = {"hardware__backend": "sim" if simulate else None, "hardware__replay_dir": replay_dir}
@@ -123,7 +144,7 @@ def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
     stop = threading.Event()
     watch = ThreadWatch(StatusBoard(), stop).install()  # before the hub link starts its threads
     try:
-        link = _guard(lambda: start_hub_link(config, kiosk.boot, documents))
+        link = _guard(lambda: _start_link(config, kiosk.boot, documents))
     except SystemExit:
         watch.uninstall()
         kiosk.close()
@@ -142,6 +163,8 @@ def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
     staff = None
     try:
         if config.staff is not None:  # a taken port fails here with a ConfigError naming [staff] port
+            from kiosk.web.serve import serve_staff  # Flask: only for a kiosk with a staff screen
+
             staff = serve_staff(kiosk, config, link=link)
             click.echo(f"staff screen on {staff.url}", err=True)
         run_loop(kiosk, kiosk.camera, stop, on_result=lambda r: _print(r, as_json),
@@ -162,6 +185,16 @@ def run(config_path, data_dir, simulate, replay_dir, as_json) -> None:
     if watch.failed is not None:
         click.echo(f"error: {watch.failed}; see the log", err=True)
         sys.exit(1)
+
+
+def _start_link(config: KioskConfig, boot: str, documents):
+    """The started hub link, None without ``[mqtt]``; its modules (paho, ssl, the wire messages)
+    are imported only for a kiosk that has a hub."""
+    if config.mqtt is None:
+        return None
+    from kiosk.link.hub_link import start_hub_link
+
+    return start_hub_link(config, boot, documents)
 
 
 def _stop_link(link, replay_finished: bool) -> None:
@@ -283,8 +316,3 @@ def _guard(fn):
     except StempelError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-
-
-main.add_command(check)   # `stempel-kiosk check`: kiosk/check.py (the installer's final check)
-main.add_command(update)  # `stempel-kiosk update`: kiosk/update.py
-main.add_command(staff_commands)  # `stempel-kiosk staff hash-pin | pos-token`: kiosk/web/commands.py

@@ -71,13 +71,19 @@ def letterbox(image: Image.Image, device) -> Image.Image:
 
 
 class DummyDisplay(LumaDisplay):
-    """luma's dummy device, keeping each screen's image too (``images``, the last *keep*)."""
+    """luma's dummy device, keeping the images of the last *keep_images* screens too (``images``).
 
-    def __init__(self, keep: int = 1000) -> None:
+    Fewer images than screens: PIL holds a 1-bit image a byte a pixel, 8 KiB a screen, so 1,000
+    of them were 8 MiB of the simulated kiosk's memory (bench/kiosk_footprint.py) that a real
+    OLED's process never holds. ``shown`` keeps the last *keep* screens, and a screen is a pure
+    function of its state: ``screens.render(display.shown[i])`` draws any of them again.
+    """
+
+    def __init__(self, keep: int = 1000, keep_images: int = 100) -> None:
         from luma.core.device import dummy
 
         super().__init__(dummy(width=WIDTH, height=HEIGHT, mode="1"), "dummy", keep)
-        self.images: deque[Image.Image] = deque(maxlen=keep)
+        self.images: deque[Image.Image] = deque(maxlen=keep_images)
 
     @property
     def image(self) -> Image.Image | None:

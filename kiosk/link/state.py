@@ -7,6 +7,10 @@ follower, the broker link (why it could not connect), the scan loop (a ledger it
 and the thread watch write to the :class:`StatusBoard`; the outbox sender publishes ``state``
 with its own numbers (kiosk/link/events.py), at once when the board changes, so the hub sees
 a new applied version or a refused document without waiting for the next periodic state.
+
+The board and the thread watch serve every kiosk, one without a hub too (``stempel-kiosk run``
+makes them first); the MQTT side (paho, ssl, the wire messages: ~4 MiB resident) is imported
+by the functions that publish, so a kiosk without ``[mqtt]`` never loads it.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ import logging
 import threading
 from collections.abc import Callable
 from importlib import metadata
+from typing import TYPE_CHECKING
 
-from kiosk.common.bus import Bus, Handler, Message, Published, Will
 from kiosk.common.errors import MessageError
 from kiosk.protocol import topics
-from kiosk.protocol.messages import KioskState, decode, encode
+
+if TYPE_CHECKING:
+    from kiosk.common.bus import Bus, Handler, Message, Published, Will
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +79,9 @@ class StatusBoard:
 
 def state_will(merchant: str, kiosk: str, boot_id: str) -> Will:
     """The last will: the broker publishes ``lost`` (retained) if we vanish without a goodbye."""
+    from kiosk.common.bus import Will  # MQTT only: see the module docstring
+    from kiosk.protocol.messages import KioskState, encode
+
     lost = KioskState(status="lost", boot_id=boot_id)
     return Will(topics.state(merchant, kiosk), encode(lost), qos=1, retain=True)
 
@@ -95,6 +104,8 @@ class StateReporter:
 
     def message(self, status: str, *, last_seq: int | None, acked: int, error: str | None) -> bytes:
         """The ``state`` payload; *error* (the outbox's own) goes before the board's latest."""
+        from kiosk.protocol.messages import KioskState, encode  # MQTT only: see the module docstring
+
         depth = None if last_seq is None else max(0, last_seq - acked)
         board = self.board
         return encode(KioskState(status=status, boot_id=self.boot_id, software_version=self.software_version,
@@ -114,6 +125,8 @@ class StateReporter:
 
     @staticmethod
     def _own_state_handler(on_stale: Callable[[str], None]) -> Handler:
+        from kiosk.protocol.messages import KioskState, decode  # MQTT only: see the module docstring
+
         def handler(message: Message) -> None:
             try:
                 seen = decode(KioskState, message.payload)

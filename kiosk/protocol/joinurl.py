@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-
-import segno
+from typing import TYPE_CHECKING
 
 from kiosk.common.errors import ConfigError
+
+if TYPE_CHECKING:
+    import segno
 
 MAX_VERSION = 3
 """The largest QR version a phone reads off the OLED at ``SCALE`` px a module."""
@@ -69,6 +71,10 @@ def join_qr(url: str) -> segno.QRCode:
     """The smallest QR for *url* at level M (else L), up to version 3; ConfigError if it needs more.
 
     Cached: segno tries all eight masks (~15 ms), and the idle screen is drawn again and again."""
+    # imported here: segno brings xml.sax, urllib.request and http.client (~3 MiB resident), which
+    # a kiosk without a join URL never needs (bench/kiosk_footprint.py)
+    import segno
+
     for level in _LEVELS:
         qr = segno.make_qr(_segments(url), error=level, boost_error=True)
         if qr.version <= MAX_VERSION:

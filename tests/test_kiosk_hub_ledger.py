@@ -151,9 +151,14 @@ def test_a_restarted_kiosk_resumes_from_its_cursor_and_garbage_is_refused(ledger
     assert again.cursor == 2
     again.on_connected()
     assert requests.sent == [2]
-    with pytest.raises(MessageError):
-        again.on_ledger(b'{"schema": "stempel.ledger.v1", "entries": [{"hub_seq": 0}]}')
-    with pytest.raises(MessageError):
+    reports: list[tuple[int | None, str]] = []
+    again = LedgerFollower(ledger, "counter-1", requests, FollowerSettings(retry=5, resync=300), Clock(),
+                           on_refused=lambda seq, why: reports.append((seq, why)))
+    # every entry garbage: each is refused and reported on its own (what the kiosk's state shows),
+    # nothing applied, no exception that would put a vaguer "invalid message" over that report
+    again.on_ledger(b'{"schema": "stempel.ledger.v1", "entries": [{"hub_seq": 0}]}')
+    assert (again.cursor, again.refused, [seq for seq, _ in reports]) == (2, 1, [None])
+    with pytest.raises(MessageError):  # an envelope that is no message at all still is one
         again.on_response(b"not json")
 
 

@@ -66,10 +66,10 @@ class LedgerFollower:
     def on_ledger(self, payload: bytes) -> None:
         try:
             batch, refused = decode_items(LedgerBatch, payload, "entries")
-        except ItemsRefused as exc:  # not one entry valid: pass their hub_seqs, then report the message
-            self._refuse(exc.refused)
-            self._take([])
-            raise
+        except ItemsRefused as exc:  # not one entry valid: pass their hub_seqs; each is reported on its
+            self._refuse(exc.refused)  # own (on_refused: "refused hub_seq N"), which a generic "invalid
+            self._take([])             # message" on the status board would only hide
+            return
         self._refuse(refused)
         self._take(batch.entries)
         if self.behind():

@@ -125,9 +125,9 @@ def test_a_campaign_is_planned_for_its_segment_and_only_members_with_consent(sho
 
 
 @pytest.mark.parametrize("words, error", [
-    ({"en": ("Hi", "Hello $frist_name")}, "unknown placeholder(s) frist_name"),
+    ({"en": ("Hi", "Hello $frist_name")}, "uses $frist_name, which campaign messages do not have"),
     ({"en": ("Hi", "Only $5 today")}, "write $$ for a dollar sign"),
-    ({"de": ("Hallo", "")}, "needs both a subject and a message"),
+    ({"de": ("Hallo", "")}, "the German words need both a subject and a message; or leave both empty"),
     ({"en": ("", ""), "de": ("", "")}, "write a subject and a message"),
 ])
 def test_an_owners_text_is_checked_when_saved(words, error):
@@ -273,7 +273,7 @@ def test_the_previous_releases_files_are_imported_once_and_kept_renamed(legacy):
     ("cafe", "campaign-1.json", {"id": "campaign-1"}, "is no campaign id"),
     ("Cafe Rosa", None, {}, "is no merchant id"),
     ("cafe", None, {"segment": "everyone"}, "unknown segment 'everyone'"),
-    ("cafe", None, {"texts": {"en": {"subject": "Hi", "body": "Hello $frist_name"}}}, "unknown placeholder"),
+    ("cafe", None, {"texts": {"en": {"subject": "Hi", "body": "Hello $frist_name"}}}, "which campaign messages do not have"),
     ("cafe", None, {"texts": {"fr": {"subject": "Salut", "body": "Bonjour"}}}, "give one or both of de, en"),
     ("cafe", None, {"texts": {"en": "Hello"}}, "a field is missing or of the wrong type"),
     ("cafe", None, {"created_at": "yesterday"}, "a field is missing or of the wrong type"),

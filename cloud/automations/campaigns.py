@@ -27,7 +27,6 @@ import secrets
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from string import Template
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -35,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from cloud.automations import outbox, segments
 from cloud.automations.planner import candidates
-from cloud.automations.templates import LANGUAGES, Text
+from cloud.automations.templates import LANGUAGES, Text, check_words
 from cloud.automations.triggers import Due
 from cloud.events.sql import Dialect
 from cloud.metrics.activity import utc
@@ -49,7 +48,6 @@ log = logging.getLogger(__name__)
 
 CAMPAIGN = "campaign"
 PLACEHOLDERS = frozenset({"first_name", "shop", "balance", "unit", "reward", "remaining", "card_url", "tier"})
-SUBJECT_MAX, BODY_MAX = 150, 5000
 VALID = timedelta(days=7)  # a campaign message held back longer (cap, quiet hours) is dropped
 _ID = re.compile(r"\Ac\d{14}-[0-9a-f]{4}\Z")  # 20 characters: fits the messages' occasion with '@webhook'
 
@@ -91,23 +89,7 @@ class Campaign:
 
 def check_text(language: str, subject: str, body: str) -> Text:
     """The owner's words as a Text; raises ConfigError naming the fix."""
-    what = {"en": "English", "de": "German"}[language]
-    subject, body = subject.strip(), body.replace("\r\n", "\n").strip()
-    if not subject or not body:
-        raise ConfigError(f"the {what} text needs both a subject and a message (or leave both empty)")
-    if "\n" in subject or len(subject) > SUBJECT_MAX or len(body) > BODY_MAX:
-        raise ConfigError(f"the {what} subject must be one line of at most {SUBJECT_MAX} characters and the "
-                          f"message at most {BODY_MAX}")
-    for part in (subject, body):
-        template = Template(part)
-        if not template.is_valid():
-            raise ConfigError(f"the {what} text has a '$' that is no placeholder: write $$ for a dollar sign, "
-                              f"or one of {', '.join('$' + p for p in sorted(PLACEHOLDERS))}")
-        unknown = set(template.get_identifiers()) - PLACEHOLDERS
-        if unknown:
-            raise ConfigError(f"the {what} text uses unknown placeholder(s) {', '.join(sorted(unknown))}: use "
-                              f"{', '.join('$' + p for p in sorted(PLACEHOLDERS))}")
-    return Text(subject, body)
+    return check_words(language, subject, body, PLACEHOLDERS, "campaign", "or leave both empty")
 
 
 def new_campaign(merchant: str, segment: str, tier: str | None, words: dict[str, tuple[str, str]],

@@ -18,7 +18,11 @@ import re
 from dataclasses import dataclass
 from string import Template
 
+from kiosk.common.errors import ConfigError
+
 LANGUAGES = ("de", "en")
+LANGUAGE_NAMES = {"en": "English", "de": "German"}
+SUBJECT_MAX, BODY_MAX = 150, 5000  # what an owner may write (campaigns, their own words for a trigger)
 
 
 @dataclass(frozen=True)
@@ -161,3 +165,31 @@ def _linked(paragraph: str, links: list[str]) -> str:
         pattern = re.compile("|".join(re.escape(url) for url in urls))
         out = pattern.sub(lambda m: f'<a href="{m.group()}">{m.group()}</a>', out)
     return out.replace("\n", "<br>")
+
+
+def check_words(language: str, subject: str, body: str, allowed: frozenset[str], kind: str,
+                empty_fix: str) -> Text:
+    """An owner's *subject* and *body* in *language* as a Text, checked when saved, never at
+    sending: both given (else *empty_fix*), a one-line subject, bounded lengths, no bare ``$``
+    and only the placeholders in *allowed* (those *kind* messages have). Raises ConfigError
+    naming the field and the fix."""
+    what = LANGUAGE_NAMES[language]
+    subject, body = subject.strip(), body.replace("\r\n", "\n").strip()
+    if not subject or not body:
+        raise ConfigError(f"the {what} words need both a subject and a message; {empty_fix}")
+    if "\n" in subject or "\r" in subject or len(subject) > SUBJECT_MAX:
+        raise ConfigError(f"the {what} subject must be one line of at most {SUBJECT_MAX} characters "
+                          f"(it has {len(subject)}): shorten it")
+    if len(body) > BODY_MAX:
+        raise ConfigError(f"the {what} message is {len(body)} characters long: shorten it to at most {BODY_MAX}")
+    listed = ", ".join("$" + p for p in sorted(allowed))
+    for field, part in (("subject", subject), ("message", body)):
+        template = Template(part)
+        if not template.is_valid():
+            raise ConfigError(f"the {what} {field} has a '$' that is no placeholder: write $$ for a dollar sign, "
+                              f"or one of {listed}")
+        unknown = set(template.get_identifiers()) - allowed
+        if unknown:
+            raise ConfigError(f"the {what} {field} uses {', '.join('$' + u for u in sorted(unknown))}, which "
+                              f"{kind} messages do not have: use {listed}")
+    return Text(subject, body)

@@ -23,15 +23,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from string import Template
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cloud.automations.campaigns import BODY_MAX, SUBJECT_MAX
-from cloud.automations.templates import LANGUAGES, TEXTS, Text
+from cloud.automations.templates import LANGUAGES, TEXTS, Text, check_words
 from cloud.metrics.activity import utc
 from cloud.models import MessageText
 from kiosk.common.errors import ConfigError
@@ -46,7 +44,6 @@ TRIGGERS: tuple[str, ...] = tuple(dict.fromkeys(trigger for trigger, _ in TEXTS)
 LABELS = {"welcome": "Welcome", "birthday": "Birthday", "winback": "Win-back", "almost_there": "Almost there",
           "tier_reached": "Tier reached", "tier_loss": "Tier about to run out",
           "reward_expiry": "Reward about to expire"}
-LANGUAGE_NAMES = {"en": "English", "de": "German"}
 COMMON = frozenset({"first_name", "shop", "balance", "unit", "reward", "remaining", "card_url"})
 _EXTRA = {"tier_reached": {"tier", "tier_until"}, "tier_loss": {"tier", "tier_until"},
           "reward_expiry": {"expiring", "expires"}}  # card_extras.py: empty for other members, so not offered
@@ -109,28 +106,8 @@ def check_text(key: str, language: str, subject: str, body: str, program: Progra
     """The owner's words for *key* in *language* as a Text; raises ConfigError naming the field and the fix."""
     if language not in LANGUAGES:
         raise ConfigError(f"language {language!r}: write the words in one of {', '.join(LANGUAGES)}")
-    what = LANGUAGE_NAMES[language]
-    subject, body = subject.strip(), body.replace("\r\n", "\n").strip()
-    if not subject or not body:
-        raise ConfigError(f"the {what} words need both a subject and a message; to use the built-in words again, "
-                          "choose 'back to the built-in words'")
-    if "\n" in subject or "\r" in subject or len(subject) > SUBJECT_MAX:
-        raise ConfigError(f"the {what} subject must be one line of at most {SUBJECT_MAX} characters "
-                          f"(it has {len(subject)}): shorten it")
-    if len(body) > BODY_MAX:
-        raise ConfigError(f"the {what} message is {len(body)} characters long: shorten it to at most {BODY_MAX}")
-    allowed = placeholders(key, program)
-    listed = ", ".join("$" + p for p in sorted(allowed))
-    for field, part in (("subject", subject), ("message", body)):
-        template = Template(part)
-        if not template.is_valid():
-            raise ConfigError(f"the {what} {field} has a '$' that is no placeholder: write $$ for a dollar sign, "
-                              f"or one of {listed}")
-        unknown = set(template.get_identifiers()) - allowed
-        if unknown:
-            raise ConfigError(f"the {what} {field} uses {', '.join('$' + u for u in sorted(unknown))}, which "
-                              f"{LABELS.get(key, key)} messages do not have: use {listed}")
-    return Text(subject, body)
+    return check_words(language, subject, body, placeholders(key, program), LABELS.get(key, key),
+                       "to use the built-in words again, choose 'back to the built-in words'")
 
 
 def _select(bind: Bind, query):

@@ -9,16 +9,16 @@ automations worker delivers them under consent, weekly cap and quiet hours like 
 
 from __future__ import annotations
 
-from email.utils import parseaddr
+from datetime import datetime
+from email.message import EmailMessage
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from cloud.automations import compose, segments, templates
 from cloud.automations.campaigns import CAMPAIGN, Campaign, CampaignStore, mark_sent, new_campaign, plan
-from cloud.automations.mailer import DeliveryError, send_test
 from cloud.models import Member, Message
 from cloud.programs import program_of
-from cloud.web import context
+from cloud.web import context, testsend
 from cloud.web.context import login_required
 from cloud.web.secret import secret_key
 from kiosk.common.errors import ConfigError
@@ -94,28 +94,16 @@ def show(campaign_id: str):
 @login_required(OWNER)
 def test(campaign_id: str):
     """Send the preview for the chosen member to the signed-in owner's own address."""
-    campaign, who = _campaign(campaign_id), context.account()
+    campaign = _campaign(campaign_id)
     member = context.preview_member(campaign.merchant)
-    address = parseaddr(who.login)[1]
-    back = redirect(url_for(".show", campaign_id=campaign.id, member=member.id if member else None))
-    if member is None:
-        flash("Choose a member to write the test with.", "error")
-        return back
-    if "@" not in address or not address.partition("@")[2]:
-        flash(f"Your login {who.login!r} is no e-mail address; sign in with one to get test messages.", "error")
-        return back
-    hub, now = context.hub(), context.now()
-    try:
+
+    def write(sender: str, now: datetime) -> EmailMessage:
+        hub = context.hub()
         filled, language = compose.values(hub.engine, hub.keys, secret_key(hub.data_dir), member, now)
-        row = Message(id=0, trigger=CAMPAIGN, occasion=campaign.id)
-        out = compose.email(row, member, hub.config.smtp.sender or address, filled, language, now,
-                            campaign.text(language))
-        send_test(hub.config.smtp, out, address)
-    except (ConfigError, DeliveryError) as exc:
-        flash(f"The test was not sent: {exc}", "error")
-    else:
-        flash(f"Test sent to {address} with {member.name or member.id}'s card.", "ok")
-    return back
+        return compose.email(Message(id=0, trigger=CAMPAIGN, occasion=campaign.id), member, sender, filled,
+                             language, now, campaign.text(language))
+    testsend.to_owner(member, write)
+    return redirect(url_for(".show", campaign_id=campaign.id, member=member.id if member else None))
 
 
 @bp.route("/<campaign_id>/send", methods=["POST"])

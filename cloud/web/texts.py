@@ -10,15 +10,15 @@ not found; every form carries the CSRF token. Register in ``cloud/web/__init__.p
 
 from __future__ import annotations
 
-from email.utils import parseaddr
+from datetime import datetime
+from email.message import EmailMessage
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from cloud.automations import compose, templates, texts
-from cloud.automations.mailer import DeliveryError, send_test
 from cloud.models import Member, Message
 from cloud.programs import program_of
-from cloud.web import context
+from cloud.web import context, testsend
 from cloud.web.context import login_required
 from cloud.web.secret import secret_key
 from kiosk.common.errors import ConfigError
@@ -58,7 +58,7 @@ def index():
     unused = sorted({k for k, _ in owned} - set(texts.TRIGGERS) - set(found))
     return render_template("texts.html", triggers=texts.TRIGGERS, labels=texts.LABELS, variants=found,
                            unused=unused, owned=owned, languages=templates.LANGUAGES,
-                           names=texts.LANGUAGE_NAMES, switched_on=set(hub.config.automations.triggers))
+                           names=templates.LANGUAGE_NAMES, switched_on=set(hub.config.automations.triggers))
 
 
 def _written(key: str, member: Member, program: Program) -> tuple[str, templates.Text, dict[str, str], str]:
@@ -68,7 +68,7 @@ def _written(key: str, member: Member, program: Program) -> tuple[str, templates
     filled, language = compose.values(hub.engine, hub.keys, secret_key(hub.data_dir), member, context.now())
     trigger, text = texts.effective(hub.engine, program, member.merchant_id, key, language)
     if text is None:
-        raise ConfigError(f"{key!r} has no {texts.LANGUAGE_NAMES[language]} words yet: write them above")
+        raise ConfigError(f"{key!r} has no {templates.LANGUAGE_NAMES[language]} words yet: write them above")
     return trigger or key, text, filled, language
 
 
@@ -91,7 +91,7 @@ def _page(key: str, program: Program, form: dict[str, str] | None = None):
     return render_template("text.html", key=key, label=texts.LABELS.get(key), variant=variant,
                            triggers=texts.triggers_of(key, program), labels=texts.LABELS,
                            placeholders=sorted(texts.placeholders(key, program)), owned=owned, current=current,
-                           form=form or {}, languages=templates.LANGUAGES, names=texts.LANGUAGE_NAMES,
+                           form=form or {}, languages=templates.LANGUAGES, names=templates.LANGUAGE_NAMES,
                            member=member, preview=preview, login=who.login)
 
 
@@ -114,7 +114,7 @@ def save(key: str, language: str):
     except ConfigError as exc:
         flash(str(exc), "error")
         return _page(key, program, {"language": language, "subject": subject, "body": body})
-    flash(f"Saved: the next {texts.LABELS.get(key, key)} message in {texts.LANGUAGE_NAMES[language]} "
+    flash(f"Saved: the next {texts.LABELS.get(key, key)} message in {templates.LANGUAGE_NAMES[language]} "
           "uses your words.", "ok")
     return redirect(url_for(".show", key=key, member=request.form.get("member") or None))
 
@@ -125,7 +125,7 @@ def reset(key: str, language: str):
     program, who = _program(), context.account()
     key, language = _key(key, program), _language(language)
     if texts.reset(context.hub().engine, who.merchant, key, language):
-        flash(f"The {texts.LANGUAGE_NAMES[language]} words are the built-in ones again.", "ok")
+        flash(f"The {templates.LANGUAGE_NAMES[language]} words are the built-in ones again.", "ok")
     return redirect(url_for(".show", key=key, member=request.form.get("member") or None))
 
 
@@ -136,22 +136,10 @@ def test(key: str):
     program, who = _program(), context.account()
     key = _key(key, program)
     member = context.preview_member(who.merchant)
-    address = parseaddr(who.login)[1]
-    back = redirect(url_for(".show", key=key, member=member.id if member else None))
-    if member is None:
-        flash("Choose a member to write the test with.", "error")
-        return back
-    if "@" not in address or not address.partition("@")[2]:
-        flash(f"Your login {who.login!r} is no e-mail address; sign in with one to get test messages.", "error")
-        return back
-    hub, now = context.hub(), context.now()
-    try:
+
+    def write(sender: str, now: datetime) -> EmailMessage:
         trigger, text, filled, language = _written(key, member, program)
-        out = compose.email(Message(id=0, trigger=trigger, occasion="test"), member,
-                            hub.config.smtp.sender or address, filled, language, now, text)
-        send_test(hub.config.smtp, out, address)
-    except (ConfigError, DeliveryError) as exc:
-        flash(f"The test was not sent: {exc}", "error")
-    else:
-        flash(f"Test sent to {address} with {member.name or member.id}'s card.", "ok")
-    return back
+        return compose.email(Message(id=0, trigger=trigger, occasion="test"), member, sender, filled, language,
+                             now, text)
+    testsend.to_owner(member, write)
+    return redirect(url_for(".show", key=key, member=member.id if member else None))
